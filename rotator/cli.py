@@ -1,0 +1,213 @@
+"""The `rotator` command: argument parsing, wiring, output and exit codes (SPEC, "Command line").
+
+Exit codes: 0 healthy, 1 some token failing, 2 usage or configuration error, 3 Vault unreachable
+or refusing rotator's credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from rotator import __version__
+from rotator import config as config_module
+from rotator.config import Config
+from rotator.errors import ConfigError, VaultAuthError, VaultError
+from rotator.exchange import TokenExchanger
+from rotator.rotation import Outcome, Rotator
+from rotator.tokens import format_time
+from rotator.vault import VaultStore
+
+logger = logging.getLogger("rotator")
+
+EXIT_OK, EXIT_FAILING, EXIT_USAGE, EXIT_VAULT = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=config_module.DEFAULT_PATH,
+        help=f"TOML configuration file (default: {config_module.DEFAULT_PATH})",
+    )
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser = argparse.ArgumentParser(
+        prog="rotator",
+        description="Exchange long-lived API tokens in Vault for short-lived access tokens.",
+    )
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("run", parents=[common], help="the daemon, in the foreground")
+    check = verbs.add_parser("check", parents=[common], help="one full cycle; exit 1 if failing")
+    check.add_argument("--json", action="store_true", help="machine-readable report")
+    status = verbs.add_parser("status", parents=[common], help="read-only report from Vault")
+    status.add_argument("--json", action="store_true", help="machine-readable report")
+    rotate = verbs.add_parser(
+        "rotate", parents=[common], help="exchange now, regardless of validity"
+    )
+    rotate.add_argument("names", nargs="*", metavar="NAME")
+    rotate.add_argument("--all", action="store_true", help="every token under the source prefix")
+    rotate.add_argument("--json", action="store_true", help="machine-readable report")
+    verbs.add_parser("validate-config", parents=[common], help="load and check the config file")
+    demo = verbs.add_parser("demo", parents=[common], help="everything local, with live status")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: Ctrl-C)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.verb == "demo":
+            from rotator.demo import run_demo  # noqa: PLC0415 - needs the optional demo extra
+
+            return run_demo(duration=args.duration)
+        config = config_module.load(args.config, os.environ)
+        if args.verb == "validate-config":
+            print(f"{args.config}: OK")
+            return EXIT_OK
+        return _dispatch(args, config)
+    except ConfigError as exc:
+        print(f"rotator: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except VaultAuthError as exc:
+        print(f"rotator: Vault refused rotator's credentials: {exc}", file=sys.stderr)
+        return EXIT_VAULT
+    except VaultError as exc:
+        print(f"rotator: Vault is unavailable: {exc}", file=sys.stderr)
+        return EXIT_VAULT
+
+
+def build_rotator(config: Config) -> Rotator:
+    """Wire the adapters for `config`. Raises VaultError / ConfigError from the Vault login."""
+    workers = config.exchange.max_workers
+    store = VaultStore.connect(config.vault, pool_size=workers + 2)
+    exchanger = TokenExchanger(
+        config.exchange.allowed_hosts,
+        config.exchange.insecure_http_hosts,
+        config.exchange.timeout_seconds,
+        pool_size=workers,
+    )
+    return Rotator(config, store, exchanger)
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    rotator = build_rotator(config)
+    if args.verb == "run":
+        from rotator.daemon import Daemon, run_forever  # noqa: PLC0415 - only the daemon needs it
+
+        return run_forever(Daemon(rotator))
+    if args.verb == "check":
+        outcomes = rotator.run_cycle()
+    elif args.verb == "status":
+        names = rotator.discover()
+        with ThreadPoolExecutor(max_workers=config.exchange.max_workers) as pool:
+            outcomes = list(pool.map(rotator.inspect, names))
+    else:  # rotate
+        if bool(args.names) == bool(args.all):
+            print("rotator rotate: give token NAMEs or --all, not both", file=sys.stderr)
+            return EXIT_USAGE
+        outcomes = rotator.run_cycle(None if args.all else args.names, force=True)
+    report(rotator, outcomes, as_json=args.json, out=sys.stdout)
+    return EXIT_OK if all(outcome.healthy for outcome in outcomes) else EXIT_FAILING
+
+
+def report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: TextIO) -> None:
+    """Print one row (or JSON object) per token. Never prints a token value."""
+    now = datetime.now(UTC)
+    with ThreadPoolExecutor(max_workers=rotator.config.exchange.max_workers) as pool:
+        counts = list(pool.map(_issuances(rotator), [o.name for o in outcomes]))
+    rows = [_row(outcome, count, now) for outcome, count in zip(outcomes, counts, strict=True)]
+    if as_json:
+        document = {
+            "checked_at": format_time(now),
+            "healthy": all(row["healthy"] for row in rows),
+            "tokens": rows,
+        }
+        json.dump(document, out, indent=2)
+        out.write("\n")
+        return
+    headers = ("TOKEN", "STATE", "EXPIRES IN", "LAST ISSUED", "ISSUED/1H", "DETAIL")
+    table = [
+        (
+            row["name"],
+            row["state"],
+            _duration(row["expires_in_seconds"]),
+            row["issued_at"] or "-",
+            str(row["issuances_last_hour"]) if row["issuances_last_hour"] is not None else "-",
+            row["error"] or row["reason"] or "",
+        )
+        for row in rows
+    ]
+    widths = [
+        max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=False)
+    ]
+    for line in (headers, *table):
+        out.write(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
+            ).rstrip()
+        )
+        out.write("\n")
+    if not table:
+        out.write("(no tokens under the source prefix)\n")
+
+
+def _issuances(rotator: Rotator) -> Any:
+    def count(name: str) -> int | None:
+        try:
+            return rotator.issuances_last_hour(name)
+        except VaultError:
+            return None
+
+    return count
+
+
+def _row(outcome: Outcome, issuances: int | None, now: datetime) -> dict[str, Any]:
+    token = outcome.output
+    return {
+        "name": outcome.name,
+        "state": outcome.state,
+        "healthy": outcome.healthy,
+        "issued_at": format_time(token.issued_at) if token else None,
+        "expires_at": format_time(token.expires_at) if token else None,
+        "expires_in_seconds": int((token.expires_at - now).total_seconds()) if token else None,
+        "issuances_last_hour": issuances,
+        "reason": outcome.reason or None,
+        "error": outcome.error,
+        "error_kind": outcome.error_kind,
+    }
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds <= 0:
+        return "expired"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

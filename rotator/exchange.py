@@ -1,0 +1,175 @@
+"""The IdP adapter: the only module that sends API tokens anywhere.
+
+`TokenExchanger.exchange(source)` performs the OAuth2 client-credentials grant exactly as LeanIX
+documents it: `POST {token_url}`, HTTP Basic `client_id:api_token` (client_id defaults to
+`apitoken`), form body `grant_type=client_credentials` (plus `scope` when the source has one).
+
+Guarantees, each enforced here and nowhere else:
+- the destination passes `sources.check_destination` right before the request (allowlisted host,
+  https unless the host is allowlisted for plain http, no userinfo);
+- redirects are never followed (3xx is `RedirectRefused`);
+- every request has a connect and read timeout, and the whole exchange a deadline;
+- the response body is read up to `MAX_BODY_BYTES` and never quoted in an error or log line;
+- transport errors become rotator's own (`errors.py`), classified for retrying.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import requests
+import requests.adapters
+
+from rotator.errors import (
+    ApiTokenRejected,
+    IdPUnavailable,
+    InvalidResponse,
+    RateLimited,
+    RedirectRefused,
+    RequestRefused,
+)
+from rotator.sources import Source, check_destination
+from rotator.tokens import AccessToken, parse_token_response
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+USER_AGENT = "rotator/0.1"
+_OAUTH_ERROR_CODE = re.compile(r'"error"\s*:\s*"([a-z_]{1,40})"')
+
+
+class TokenExchanger:
+    """Exchanges API tokens for access tokens over one pooled HTTP session."""
+
+    def __init__(
+        self,
+        allowed_hosts: tuple[str, ...],
+        insecure_http_hosts: tuple[str, ...],
+        timeout: float,
+        pool_size: int = 8,
+        session: requests.Session | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._allowed = allowed_hosts
+        self._insecure = insecure_http_hosts
+        self._timeout = timeout
+        self._clock = clock
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=4, pool_maxsize=pool_size, max_retries=0
+            )
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        # trust_env stays on: HTTPS_PROXY and REQUESTS_CA_BUNDLE work as ops hosts expect, and
+        # ~/.netrc is never consulted because every request carries its own auth.
+        self._session = session
+
+    def close(self) -> None:
+        self._session.close()
+
+    def exchange(self, source: Source) -> AccessToken:
+        """Exchange `source.api_token` at `source.token_url`; returns the validated access token.
+
+        Raises `HostNotAllowed`, `RedirectRefused`, `ApiTokenRejected` (401/403), `RequestRefused`
+        (other 4xx), `RateLimited` (429), `IdPUnavailable` (5xx, timeout, connection) or
+        `InvalidResponse` (a 200 that is not a usable token).
+        """
+        check_destination(source.token_url, self._allowed, self._insecure)
+        form = {"grant_type": "client_credentials"}
+        if source.scope:
+            form["scope"] = source.scope
+        deadline = time.monotonic() + self._timeout
+        try:
+            response = self._session.post(
+                source.token_url,
+                data=form,
+                auth=(source.client_id, source.api_token),
+                headers={"Accept": "application/json"},
+                timeout=(self._timeout, self._timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.exceptions.Timeout:
+            raise IdPUnavailable(
+                f"token endpoint for {source.name!r} did not answer in time"
+            ) from None
+        except requests.exceptions.SSLError:
+            raise IdPUnavailable(
+                f"TLS with the token endpoint for {source.name!r} failed"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise IdPUnavailable(
+                f"cannot reach the token endpoint for {source.name!r} ({type(exc).__name__})"
+            ) from None
+        with response:
+            issued_at = self._clock()
+            status = response.status_code
+            what = f"token endpoint answered {status} for {source.name!r}"
+            if 300 <= status < 400:
+                raise RedirectRefused(f"{what}: a redirect, which a token never follows")
+            if status in (401, 403):
+                raise ApiTokenRejected(f"{what}: the API token is invalid or revoked", status)
+            if status == 429:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), issued_at)
+                raise RateLimited(f"{what}: rate limited", retry_after)
+            if status >= 500 or status == 408:
+                raise IdPUnavailable(what)
+            body = self._read_body(response, deadline, source.name)
+            if status != 200:
+                raise RequestRefused(f"{what}{_oauth_error(body)}", status)
+        return parse_token_response(
+            body,
+            issued_at=issued_at,
+            source_version=source.version,
+            require_jwt=source.issues_jwts,
+        )
+
+    def _read_body(self, response: requests.Response, deadline: float, name: str) -> bytes:
+        """At most MAX_BODY_BYTES of the body, read before the deadline."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=8192):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise InvalidResponse(
+                        f"token endpoint answer for {name!r} exceeds {MAX_BODY_BYTES} bytes"
+                    )
+                if time.monotonic() > deadline:
+                    raise IdPUnavailable(f"token endpoint answer for {name!r} took too long")
+                chunks.append(chunk)
+        except requests.exceptions.RequestException as exc:
+            raise IdPUnavailable(
+                f"token endpoint answer for {name!r} was cut off ({type(exc).__name__})"
+            ) from None
+        return b"".join(chunks)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent
+    or unreadable. Never negative."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _oauth_error(body: bytes) -> str:
+    """The OAuth2 `error` code of a refusal (e.g. `invalid_scope`), never any other body text."""
+    match = _OAUTH_ERROR_CODE.search(body[:4096].decode("utf-8", "replace"))
+    return f" ({match.group(1)})" if match else ""

@@ -1,0 +1,145 @@
+"""When to refresh and when to retry. Pure: every function takes `now` (and any randomness) as
+arguments, reads no clock, no network, no file, and is unit-tested without patching.
+
+Refresh timing. A token issued at `issued_at` with lifetime L is refreshed at
+`issued_at + refresh_fraction * L - offset`, where `offset` lies in `[0, spread]` and
+`spread = min(SPREAD_SHARE * L, refresh_fraction * L / 4)`. Nine tenths of the offset is a
+deterministic phase derived from the token's name (so a fleet of tokens issued together does not
+refresh together, and the schedule survives restarts); one tenth is random jitter. The offset only
+ever moves a refresh *earlier*, so a consumer always reads a token with at least
+`1 - refresh_fraction` of its lifetime left, and a refresh never lands past expiry.
+
+Retry timing. A failing token waits `backoff_delay` before the next attempt: exponential, with
+"equal jitter" (half fixed, half random) so it is never zero, capped by `max_backoff`, starting
+slower for a rejected API token (401/403) than for transient errors, and never shorter than the
+IdP's `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rotator.tokens import AccessToken
+
+SPREAD_SHARE = 0.05
+MIN_RETRY_SECONDS = 1.0
+
+# First retry delay, in seconds, by failure kind; doubles per consecutive failure up to the cap.
+BACKOFF_BASE = {
+    "transient": 5.0,
+    "rate_limited": 15.0,
+    "rejected": 60.0,
+    "invalid_source": 60.0,
+}
+
+
+class Action(StrEnum):
+    REFRESH = "refresh"
+    WAIT = "wait"
+
+
+class Reason(StrEnum):
+    MISSING = "missing"  # no output secret yet
+    UNREADABLE = "unreadable"  # the output secret is there but malformed
+    SOURCE_CHANGED = "source_changed"  # the API token in Vault was replaced
+    DUE = "due"  # refresh_fraction of the lifetime has passed
+    EXPIRED = "expired"
+    FRESH = "fresh"
+    BACKOFF = "backoff"  # the last attempt failed; waiting before the next
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the last attempts at a token came to; kept in memory by the daemon."""
+
+    kind: str  # a BACKOFF_BASE key
+    count: int  # consecutive failures, >= 1
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    at: datetime  # when to act (REFRESH: now; WAIT: the next time to look)
+    reason: Reason
+
+
+def phase(name: str) -> float:
+    """A stable number in [0, 1) derived from a token's name."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def refresh_at(token: AccessToken, name: str, refresh_fraction: float, jitter: float) -> datetime:
+    """When `token` should be replaced. `jitter` is a random number in [0, 1)."""
+    lifetime = token.lifetime.total_seconds()
+    spread = min(SPREAD_SHARE * lifetime, refresh_fraction * lifetime / 4)
+    offset = spread * (0.9 * phase(name) + 0.1 * jitter)
+    return token.issued_at + timedelta(seconds=refresh_fraction * lifetime - offset)
+
+
+def backoff_delay(
+    kind: str, failures: int, max_backoff: float, jitter: float, retry_after: float | None = None
+) -> float:
+    """Seconds to wait after the `failures`-th consecutive failure of `kind`.
+
+    `jitter` is a random number in [0, 1). The result lies in [ceiling / 2, ceiling], where
+    ceiling = min(max_backoff, base * 2 ** (failures - 1)), and is never below `retry_after`
+    (itself capped at max_backoff, so a hostile Retry-After cannot park a token for a year).
+    """
+    base = BACKOFF_BASE[kind]
+    ceiling = min(max_backoff, base * 2.0 ** min(failures - 1, 32))
+    delay = ceiling / 2 + jitter * ceiling / 2
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, max_backoff))
+    return max(delay, MIN_RETRY_SECONDS)
+
+
+def next_failure(
+    previous: Failure | None,
+    kind: str,
+    now: datetime,
+    max_backoff: float,
+    jitter: float,
+    retry_after: float | None = None,
+) -> Failure:
+    """The failure record after one more failed attempt."""
+    count = previous.count + 1 if previous is not None and previous.kind == kind else 1
+    delay = backoff_delay(kind, count, max_backoff, jitter, retry_after)
+    return Failure(kind=kind, count=count, retry_at=now + timedelta(seconds=delay))
+
+
+def decide(
+    now: datetime,
+    name: str,
+    output: AccessToken | None,
+    output_readable: bool,
+    source_version: int | None,
+    failure: Failure | None,
+    refresh_fraction: float,
+    jitter: float,
+) -> Decision:
+    """Refresh now, or wait until `Decision.at`.
+
+    `output` is the access token currently in Vault (None if there is none or it is unreadable,
+    which `output_readable` tells apart); `source_version` is the KV version of the source secret,
+    None if unknown. A pending `failure` holds every refresh back until its `retry_at`.
+    """
+    if output is None:
+        wanted, reason = now, Reason.MISSING if output_readable else Reason.UNREADABLE
+    elif output.expires_at <= now:
+        wanted, reason = now, Reason.EXPIRED
+    elif source_version is not None and source_version != output.source_version:
+        wanted, reason = now, Reason.SOURCE_CHANGED
+    else:
+        wanted = refresh_at(output, name, refresh_fraction, jitter)
+        reason = Reason.DUE if wanted <= now else Reason.FRESH
+
+    if failure is not None and failure.retry_at > now and reason is not Reason.FRESH:
+        return Decision(Action.WAIT, failure.retry_at, Reason.BACKOFF)
+    if reason is Reason.FRESH:
+        return Decision(Action.WAIT, wanted, reason)
+    return Decision(Action.REFRESH, now, reason)

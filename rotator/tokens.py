@@ -1,0 +1,212 @@
+"""Access tokens: parsing the IdP's answer, decoding JWT claims, the output secret's fields. Pure.
+
+The JWT is decoded for information only (expiry, workspace, role): LeanIX publishes no key to
+verify it and rotator is not its audience. Nothing is ever routed by a claim such as `instanceUrl`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rotator.errors import InvalidResponse
+
+MAX_TOKEN_LENGTH = 16384
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a LeanIX access token speaks for; compared across rotations."""
+
+    workspace_id: str | None = None
+    workspace_name: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token as stored in the output secret. `access_token` is a secret."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_in: int
+    issued_at: datetime
+    expires_at: datetime
+    source_version: int
+    principal: Principal = Principal()
+
+    def fields(self) -> dict[str, Any]:
+        """The output secret's data, exactly as SPEC lists it."""
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+            "issued_at": format_time(self.issued_at),
+            "expires_at": format_time(self.expires_at),
+            "source_version": self.source_version,
+        }
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.expires_at - self.issued_at
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.access_token)
+
+
+def fingerprint(secret: str) -> str:
+    """A short, stable, non-reversible identifier for a secret value, safe for logs."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with a `Z`, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 time; raises ValueError."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("no time zone")
+    return moment.astimezone(UTC)
+
+
+def decode_jwt_claims(token: str) -> dict[str, Any]:
+    """Decode a compact JWS's payload without verifying it. Raises ValueError if it is not one."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise ValueError("not three dot-separated parts")
+    header = _b64json(parts[0])
+    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
+        raise ValueError("header has no 'alg'")
+    claims = _b64json(parts[1])
+    if not isinstance(claims, dict):
+        raise ValueError("payload is not a JSON object")
+    return claims
+
+
+def _b64json(segment: str) -> Any:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        return json.loads(raw)
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise ValueError("segment is not base64url JSON") from exc
+
+
+def principal_of(claims: Mapping[str, Any]) -> Principal:
+    """The workspace and role a LeanIX JWT names; missing parts stay None."""
+    principal = claims.get("principal")
+    if not isinstance(principal, dict):
+        return Principal()
+    permission = principal.get("permission")
+    permission = permission if isinstance(permission, dict) else {}
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return Principal(
+        workspace_id=text(permission.get("workspaceId")),
+        workspace_name=text(permission.get("workspaceName")),
+        role=text(principal.get("role")),
+    )
+
+
+def parse_token_response(
+    body: bytes, *, issued_at: datetime, source_version: int, require_jwt: bool
+) -> AccessToken:
+    """Turn a 200 answer from the token endpoint into an `AccessToken`.
+
+    Raises `InvalidResponse` (never quoting the body) when it is not JSON, `expired` is true,
+    `access_token` is missing, empty or malformed, `expires_in` is not a positive integer, or the
+    token is a JWT that has already expired. `expires_at` is `issued_at + expires_in`, or the JWT's
+    `exp` when that is earlier.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidResponse("token endpoint answered 200 with a body that is not JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidResponse("token endpoint answered 200 with JSON that is not an object")
+    if document.get("expired") is True:
+        raise InvalidResponse("token endpoint answered 'expired': true")
+
+    token = document.get("access_token")
+    if not isinstance(token, str) or not token.strip():
+        raise InvalidResponse("token endpoint answer has no access_token")
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii() or any(c.isspace() for c in token):
+        raise InvalidResponse("access_token is not a printable token of sane length")
+
+    expires_in = document.get("expires_in")
+    if isinstance(expires_in, float) and expires_in.is_integer():
+        expires_in = int(expires_in)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+        raise InvalidResponse("expires_in is not a positive integer")
+    expires_in = min(expires_in, 366 * 86400)
+
+    token_type = document.get("token_type", "bearer")
+    if not isinstance(token_type, str) or not token_type.isalnum() or len(token_type) > 32:
+        raise InvalidResponse("token_type is not a short word")
+
+    expires_at = issued_at + timedelta(seconds=expires_in)
+    principal = Principal()
+    try:
+        claims = decode_jwt_claims(token)
+    except ValueError:
+        if require_jwt:
+            raise InvalidResponse("access_token is not a JWT") from None
+    else:
+        principal = principal_of(claims)
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
+            jwt_expiry = datetime.fromtimestamp(min(max(exp, 0), 2**33), UTC)
+            if jwt_expiry <= issued_at:
+                raise InvalidResponse("access_token's JWT 'exp' is already past")
+            expires_at = min(expires_at, jwt_expiry)
+        elif require_jwt:
+            raise InvalidResponse("access_token's JWT has no numeric 'exp'")
+
+    return AccessToken(
+        access_token=token,
+        token_type=token_type,
+        expires_in=expires_in,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        source_version=source_version,
+        principal=principal,
+    )
+
+
+def parse_output(data: Mapping[str, Any]) -> AccessToken:
+    """Read an output secret's fields back; raises ValueError naming the field that is off."""
+    token = data.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise ValueError("access_token is missing or empty")
+    for key in ("issued_at", "expires_at"):
+        if not isinstance(data.get(key), str):
+            raise ValueError(f"{key} is missing")
+    expires_in = data.get("expires_in")
+    source_version = data.get("source_version")
+    if not isinstance(expires_in, int) or not isinstance(source_version, int):
+        raise ValueError("expires_in or source_version is not an integer")
+    try:
+        claims = decode_jwt_claims(token)
+    except ValueError:
+        claims = {}
+    return AccessToken(
+        access_token=token,
+        token_type=str(data.get("token_type", "bearer")),
+        expires_in=expires_in,
+        issued_at=parse_time(data["issued_at"]),
+        expires_at=parse_time(data["expires_at"]),
+        source_version=source_version,
+        principal=principal_of(claims),
+    )

@@ -1,0 +1,282 @@
+"""The Vault adapter: the only module that imports hvac.
+
+`VaultStore` speaks KV v2 under one mount: it discovers source secrets, reads them with their
+version, and writes output secrets with check-and-set, their `custom_metadata`, and a read-back.
+Every hvac or transport error is converted here into rotator's own (`errors.py`): nothing from
+`hvac.exceptions` or `requests.exceptions` escapes this module. Messages name the route and
+status, never a secret value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+import requests.adapters
+
+from rotator.config import VaultConfig
+from rotator.errors import (
+    ConfigError,
+    VaultAuthError,
+    VaultConflict,
+    VaultError,
+    VaultUnavailable,
+    VaultWriteMismatch,
+)
+from rotator.tokens import AccessToken, format_time, parse_time
+
+logger = logging.getLogger(__name__)
+
+VAULT_TIMEOUT_SECONDS = 10.0
+WRITER_ID = "rotator"
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """One KV v2 secret as read: its data, version and custom_metadata. `data` may hold secrets."""
+
+    data: Mapping[str, Any] = field(repr=False)
+    version: int
+    custom_metadata: Mapping[str, str]
+
+
+@contextmanager
+def _mapped(action: str, path: str) -> Iterator[None]:
+    """Translate hvac and transport errors raised inside the block into rotator's error tree."""
+    try:
+        yield
+    except (hvac.exceptions.Unauthorized, hvac.exceptions.Forbidden) as exc:
+        raise VaultAuthError(
+            f"{action} {path}: Vault refused rotator's token ({_why(exc)})"
+        ) from None
+    except hvac.exceptions.InvalidRequest as exc:
+        if "check-and-set" in _why(exc):
+            raise VaultConflict(f"{action} {path}: written by someone else meanwhile") from None
+        raise VaultError(f"{action} {path}: Vault rejected the request ({_why(exc)})") from None
+    except (
+        hvac.exceptions.VaultDown,
+        hvac.exceptions.InternalServerError,
+        hvac.exceptions.BadGateway,
+        hvac.exceptions.RateLimitExceeded,
+        hvac.exceptions.VaultNotInitialized,
+    ) as exc:
+        raise VaultUnavailable(f"{action} {path}: Vault is unavailable ({_why(exc)})") from None
+    except hvac.exceptions.VaultError as exc:
+        raise VaultError(f"{action} {path}: Vault answered an error ({_why(exc)})") from None
+    except requests.exceptions.SSLError:
+        raise VaultUnavailable(f"{action} {path}: TLS handshake with Vault failed") from None
+    except requests.exceptions.Timeout:
+        raise VaultUnavailable(f"{action} {path}: Vault did not answer in time") from None
+    except requests.exceptions.RequestException as exc:
+        raise VaultUnavailable(
+            f"{action} {path}: cannot reach Vault ({type(exc).__name__})"
+        ) from None
+
+
+def _why(exc: hvac.exceptions.VaultError) -> str:
+    """Vault's own error strings (e.g. 'permission denied'), which never carry secret values."""
+    errors = exc.errors or []
+    text = (
+        "; ".join(str(error) for error in errors)
+        if errors
+        else str(exc.args[0] if exc.args else "")
+    )
+    return text[:200] or type(exc).__name__
+
+
+class VaultStore:
+    """KV v2 access for one mount, source prefix and output prefix."""
+
+    def __init__(self, client: hvac.Client, mount: str, source_prefix: str, output_prefix: str):
+        self._client = client
+        self._kv = client.secrets.kv.v2
+        self.mount = mount
+        self.source_prefix = source_prefix
+        self.output_prefix = output_prefix
+
+    # --- connection ---------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, config: VaultConfig, pool_size: int = 10) -> VaultStore:
+        """A store logged in with the configured auth method.
+
+        Raises `VaultAuthError` when Vault refuses the credentials, `VaultUnavailable` when it
+        cannot be reached, `ConfigError` when a credential file cannot be read.
+        """
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        client = hvac.Client(
+            url=config.addr,
+            verify=str(config.ca_cert) if config.ca_cert else True,
+            timeout=VAULT_TIMEOUT_SECONDS,
+            namespace=config.namespace,
+            session=session,
+            # Vault's own token must not follow a redirect to somewhere else either.
+            allow_redirects=False,
+        )
+        store = cls(client, config.mount, config.source_prefix, config.output_prefix)
+        store.login(config)
+        return store
+
+    def login(self, config: VaultConfig) -> None:
+        """Authenticate. token: VAULT_TOKEN or token_file; approle: `auth/approle/login`."""
+        auth = config.auth
+        if auth.method == "token":
+            token = (
+                _read_secret_file(auth.token_file, "vault.auth.token_file")
+                if auth.token_file
+                else auth.env_token
+            )
+            self._client.token = token
+            with _mapped("look up", "auth/token/lookup-self"):
+                self._client.auth.token.lookup_self()
+            return
+        role_id = auth.role_id or _read_secret_file(auth.role_id_file, "vault.auth.role_id_file")
+        secret_id = _read_secret_file(auth.secret_id_file, "vault.auth.secret_id_file")
+        with _mapped("log in at", "auth/approle/login"):
+            self._client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+
+    def is_up(self) -> bool:
+        """True when Vault answers, is unsealed and accepts rotator's token (`sys/health`)."""
+        try:
+            with _mapped("check", "sys/health"):
+                health = self._client.sys.read_health_status(method="GET")
+                sealed = isinstance(health, dict) and health.get("sealed", False)
+                if sealed:
+                    return False
+                self._client.auth.token.lookup_self()
+        except VaultError:
+            return False
+        return True
+
+    # --- sources ------------------------------------------------------------------------------
+
+    def list_sources(self) -> list[str]:
+        """Names of every secret below the source prefix, recursively (`LIST <mount>/metadata/...`).
+
+        A prefix that does not exist yet lists as empty.
+        """
+        names: list[str] = []
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            path = f"{self.source_prefix}/{folder}".rstrip("/")
+            try:
+                listing = self._call("list", path, self._kv.list_secrets)
+            except _NotFound:
+                continue
+            for key in listing["data"]["keys"]:
+                if key.endswith("/"):
+                    pending.append(folder + key)
+                else:
+                    names.append(folder + key)
+        return sorted(names)
+
+    def read_source(self, name: str) -> SecretVersion | None:
+        """The current version of a source secret (`GET <mount>/data/<source_prefix>/<name>`);
+        None when it does not exist or its current version is deleted."""
+        return self._read(f"{self.source_prefix}/{name}")
+
+    # --- outputs ------------------------------------------------------------------------------
+
+    def read_output(self, name: str) -> SecretVersion | None:
+        """The current output secret (`GET <mount>/data/<output_prefix>/<name>`), or None."""
+        return self._read(f"{self.output_prefix}/{name}")
+
+    def write_output(self, name: str, token: AccessToken, cas: int) -> int:
+        """Store `token` as the output secret if its current version is still `cas` (0: absent).
+
+        Calls `POST <mount>/data/<path>` with `options.cas`, then `POST <mount>/metadata/<path>`
+        for `custom_metadata`, then reads the secret back. Returns the new version. Raises
+        `VaultConflict` when someone else wrote first, `VaultWriteMismatch` when the read-back
+        differs from what was written.
+        """
+        path = f"{self.output_prefix}/{name}"
+        fields = token.fields()
+        response = self._call(
+            "write", path, self._kv.create_or_update_secret, secret=fields, cas=cas
+        )
+        version = int(response["data"]["version"])
+        metadata = {
+            "issued_at": format_time(token.issued_at),
+            "expires_at": format_time(token.expires_at),
+            "written_by": WRITER_ID,
+            "version": str(version),
+            "fingerprint": token.fingerprint,
+        }
+        self._call("write metadata of", path, self._kv.update_metadata, custom_metadata=metadata)
+        stored = self._read(path)
+        if stored is None or stored.version != version or dict(stored.data) != fields:
+            raise VaultWriteMismatch(f"write {path}: the read-back differs from what was written")
+        return version
+
+    def output_history(self, name: str) -> list[datetime]:
+        """Creation times of the output secret's versions still kept
+        (`GET <mount>/metadata/<output_prefix>/<name>`), oldest first; empty when absent."""
+        path = f"{self.output_prefix}/{name}"
+        try:
+            response = self._call("read metadata of", path, self._kv.read_secret_metadata)
+        except _NotFound:
+            return []
+        versions = response["data"].get("versions") or {}
+        return sorted(
+            parse_time(v["created_time"]) for v in versions.values() if v.get("created_time")
+        )
+
+    def write_source(self, name: str, data: Mapping[str, Any]) -> int:
+        """Create or replace a source secret (for `rotator demo`); returns its version."""
+        path = f"{self.source_prefix}/{name}"
+        response = self._call("write", path, self._kv.create_or_update_secret, secret=dict(data))
+        return int(response["data"]["version"])
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _read(self, path: str) -> SecretVersion | None:
+        try:
+            response = self._call(
+                "read", path, self._kv.read_secret_version, raise_on_deleted_version=True
+            )
+        except _NotFound:
+            return None
+        data = response["data"]
+        metadata = data.get("metadata") or {}
+        return SecretVersion(
+            data=data.get("data") or {},
+            version=int(metadata.get("version", 0)),
+            custom_metadata=metadata.get("custom_metadata") or {},
+        )
+
+    def _call(self, action: str, path: str, method: Callable[..., Any], **kwargs: Any) -> Any:
+        """Run one hvac call on `path` under the mount; 404 becomes `_NotFound`, every other
+        failure one of rotator's own errors."""
+        with _mapped(action, f"{self.mount}/{path}"):
+            try:
+                return method(path, mount_point=self.mount, **kwargs)
+            except hvac.exceptions.InvalidPath:
+                raise _NotFound from None
+
+
+class _NotFound(Exception):
+    """Internal: the route answered 404. Never leaves this module."""
+
+
+def _read_secret_file(path: Path | None, key: str) -> str:
+    if path is None:
+        raise ConfigError(f"{key}: not set")
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from None
+    if not value:
+        raise ConfigError(f"{key}: {path} is empty")
+    return value

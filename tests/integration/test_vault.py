@@ -1,0 +1,173 @@
+"""The Vault adapter against a real OpenBao dev server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotator import config as config_module
+from rotator.devvault import DevVault, free_port
+from rotator.errors import VaultAuthError, VaultConflict, VaultUnavailable
+from rotator.tokens import AccessToken, parse_output
+from rotator.vault import VaultStore
+from tests.conftest import VaultSpace
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def _token(value: str = "header.payload.signature", lifetime: int = 3599) -> AccessToken:
+    return AccessToken(
+        access_token=value,
+        token_type="bearer",
+        expires_in=lifetime,
+        issued_at=NOW,
+        expires_at=NOW + timedelta(seconds=lifetime),
+        source_version=3,
+    )
+
+
+def test_discovery_lists_every_secret_below_the_prefix_recursively(vault_space: VaultSpace) -> None:
+    for name in ("alpha", "team-a/beta", "team-a/deep/gamma"):
+        vault_space.write_source(name, {"api_token": "x", "host": "acme.leanix.net"})
+
+    assert vault_space.store().list_sources() == ["alpha", "team-a/beta", "team-a/deep/gamma"]
+
+
+def test_discovery_of_a_prefix_that_does_not_exist_is_empty(vault_space: VaultSpace) -> None:
+    assert vault_space.store().list_sources() == []
+
+
+def test_read_source_returns_data_and_current_version(vault_space: VaultSpace) -> None:
+    vault_space.write_source("alpha", {"api_token": "one", "host": "acme.leanix.net"})
+    vault_space.write_source("alpha", {"api_token": "two", "host": "acme.leanix.net"})
+
+    secret = vault_space.store().read_source("alpha")
+
+    assert secret is not None
+    assert secret.version == 2
+    assert secret.data["api_token"] == "two"
+
+
+def test_read_source_of_a_deleted_secret_is_none(vault_space: VaultSpace) -> None:
+    vault_space.write_source("alpha", {"api_token": "one"})
+    vault_space.root.secrets.kv.v2.delete_latest_version_of_secret(
+        f"{vault_space.source_prefix}/alpha", mount_point="secret"
+    )
+
+    assert vault_space.store().read_source("alpha") is None
+
+
+def test_write_output_stores_spec_fields_and_custom_metadata(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+
+    version = store.write_output("alpha", _token(), cas=0)
+
+    stored = store.read_output("alpha")
+    assert stored is not None
+    assert version == stored.version == 1
+    assert set(stored.data) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "issued_at",
+        "expires_at",
+        "source_version",
+    }
+    assert stored.data["issued_at"] == "2026-11-29T12:00:00Z"
+    assert stored.data["expires_at"] == "2026-11-29T12:59:59Z"
+    assert stored.custom_metadata["expires_at"] == "2026-11-29T12:59:59Z"
+    assert stored.custom_metadata["issued_at"] == "2026-11-29T12:00:00Z"
+    assert parse_output(stored.data) == _token()
+
+
+def test_write_output_with_a_stale_version_is_a_conflict_and_keeps_the_stored_token(
+    vault_space: VaultSpace,
+) -> None:
+    store = vault_space.store()
+    store.write_output("alpha", _token("first.token.value"), cas=0)
+    store.write_output("alpha", _token("second.token.value"), cas=1)
+
+    with pytest.raises(VaultConflict):
+        store.write_output("alpha", _token("third.token.value"), cas=1)
+
+    stored = store.read_output("alpha")
+    assert stored is not None
+    assert stored.data["access_token"] == "second.token.value"
+
+
+def test_creating_an_output_that_someone_else_created_is_a_conflict(
+    vault_space: VaultSpace,
+) -> None:
+    store = vault_space.store()
+    store.write_output("alpha", _token(), cas=0)
+
+    with pytest.raises(VaultConflict):
+        store.write_output("alpha", _token("other.token.value"), cas=0)
+
+
+def test_output_history_lists_one_entry_per_version(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    for cas in range(3):
+        store.write_output("alpha", _token(f"token.number.{cas}"), cas=cas)
+
+    history = store.output_history("alpha")
+
+    assert len(history) == 3
+    assert history == sorted(history)
+    assert store.output_history("never-written") == []
+
+
+def test_a_token_vault_does_not_know_is_refused_at_login(dev_vault: DevVault) -> None:
+    config = config_module.parse(
+        {"vault": {"addr": dev_vault.addr}}, {"VAULT_TOKEN": "not-a-real-token"}
+    )
+
+    with pytest.raises(VaultAuthError) as caught:
+        VaultStore.connect(config.vault)
+    assert "not-a-real-token" not in str(caught.value)
+
+
+def test_a_write_outside_the_tokens_policy_is_refused(vault_space: VaultSpace) -> None:
+    vault_space.root.sys.create_or_update_policy(
+        "read-only-test", 'path "secret/*" { capabilities = ["read", "list"] }'
+    )
+    limited = vault_space.root.auth.token.create(policies=["read-only-test"], ttl="10m")
+    config = config_module.parse(
+        {
+            "vault": {
+                "addr": vault_space.vault.addr,
+                "source_prefix": vault_space.source_prefix,
+                "output_prefix": vault_space.output_prefix,
+            }
+        },
+        {"VAULT_TOKEN": limited["auth"]["client_token"]},
+    )
+    store = VaultStore.connect(config.vault)
+
+    with pytest.raises(VaultAuthError, match="permission denied"):
+        store.write_output("alpha", _token(), cas=0)
+
+
+def test_vault_that_does_not_listen_is_unavailable() -> None:
+    config = config_module.parse(
+        {"vault": {"addr": f"http://127.0.0.1:{free_port()}"}}, {"VAULT_TOKEN": "whatever"}
+    )
+
+    with pytest.raises(VaultUnavailable):
+        VaultStore.connect(config.vault)
+
+
+def test_a_sealed_vault_is_unavailable_and_not_up() -> None:
+    with DevVault() as vault:
+        config = config_module.parse(
+            {"vault": {"addr": vault.addr}}, {"VAULT_TOKEN": vault.root_token}
+        )
+        store = VaultStore.connect(config.vault)
+        assert store.is_up()
+
+        vault.cli("operator", "seal")
+
+        assert not store.is_up()
+        with pytest.raises(VaultUnavailable):
+            store.list_sources()
