@@ -8,7 +8,8 @@ Guarantees, each enforced here and nowhere else:
 - the destination passes `sources.check_destination` right before the request (allowlisted host,
   https unless the host is allowlisted for plain http, no userinfo);
 - redirects are never followed (3xx is `RedirectRefused`);
-- every request has a connect and read timeout, and the whole exchange a deadline;
+- every request has a connect and read timeout, and reading the body a deadline (the status
+  line and headers are bounded by the read timeout per packet and http.client's header limits);
 - the response body is read up to `MAX_BODY_BYTES` and never quoted in an error or log line;
 - transport errors become rotator's own (`errors.py`), classified for retrying.
 """
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
 from rotator.errors import (
     ApiTokenRejected,
@@ -132,11 +134,15 @@ class TokenExchanger:
         )
 
     def _read_body(self, response: requests.Response, deadline: float, name: str) -> bytes:
-        """At most MAX_BODY_BYTES of the body, read before the deadline."""
+        """At most MAX_BODY_BYTES of the (decoded) body, read before the deadline.
+
+        `read1` returns whatever has arrived, waiting at most one socket timeout, so a server
+        dripping bytes is cut off within `deadline + timeout` instead of once per 8 KiB.
+        """
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=8192):
+            while chunk := response.raw.read1(8192, decode_content=True):
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
                     raise InvalidResponse(
@@ -145,7 +151,7 @@ class TokenExchanger:
                 if time.monotonic() > deadline:
                     raise IdPUnavailable(f"token endpoint answer for {name!r} took too long")
                 chunks.append(chunk)
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise IdPUnavailable(
                 f"token endpoint answer for {name!r} was cut off ({type(exc).__name__})"
             ) from None
@@ -158,7 +164,8 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII only: str.isdigit() also accepts e.g. '²', and float('²') raises ValueError.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
