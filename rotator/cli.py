@@ -21,10 +21,10 @@ from rotator import __version__
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.errors import ConfigError, VaultAuthError, VaultError
-from rotator.exchange import TokenExchanger
+from rotator.redact import install_filter
 from rotator.rotation import Outcome, Rotator
+from rotator.service import build_rotator, run_service
 from rotator.tokens import format_time
-from rotator.vault import VaultStore
 
 logger = logging.getLogger("rotator")
 
@@ -70,13 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str) -> None:
+    """Log to stderr through the redacting filter; quiet APScheduler's per-job chatter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_filter(handler)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         if args.verb == "demo":
             from rotator.demo import run_demo  # noqa: PLC0415 - needs the optional demo extra
@@ -98,25 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_VAULT
 
 
-def build_rotator(config: Config) -> Rotator:
-    """Wire the adapters for `config`. Raises VaultError / ConfigError from the Vault login."""
-    workers = config.exchange.max_workers
-    store = VaultStore.connect(config.vault, pool_size=workers + 2)
-    exchanger = TokenExchanger(
-        config.exchange.allowed_hosts,
-        config.exchange.insecure_http_hosts,
-        config.exchange.timeout_seconds,
-        pool_size=workers,
-    )
-    return Rotator(config, store, exchanger)
-
-
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
     rotator = build_rotator(config)
     if args.verb == "run":
-        from rotator.daemon import Daemon, run_forever  # noqa: PLC0415 - only the daemon needs it
-
-        return run_forever(Daemon(rotator))
+        return run_service(config, rotator)
     if args.verb == "check":
         outcomes = rotator.run_cycle()
     elif args.verb == "status":

@@ -159,7 +159,11 @@ def _url(key: str, value: Any, *, allow_empty: bool = True) -> str:
     text = _string(key, value).strip()
     if not text and allow_empty:
         return ""
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a malformed or out-of-range port
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a well-formed URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{key}: {text!r} is not an http(s) URL")
     return text
@@ -180,7 +184,7 @@ def _listen(key: str, value: Any) -> str:
     if not text:
         return ""
     _host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{key}: {text!r} is not HOST:PORT")
     return text
 

@@ -1,13 +1,15 @@
 """The long-running service: APScheduler 3.x jobs around a `Rotator`.
 
 Jobs:
-- one date-triggered job per token (id = token name) on the `exchange` executor, whose pool size
-  is `max_workers`: that pool is what bounds exchanges in flight. Each run refreshes the token if
-  due and re-adds itself for the time the policy names, so every token is acted on at its own
-  time rather than at the next sweep;
+- one date-triggered job per token (id `token:<name>`) on the `exchange` executor, whose pool
+  size is `max_workers`: that pool is what bounds exchanges in flight. Each run refreshes the
+  token if due and re-adds itself for the time the policy names, so every token is acted on at its
+  own time rather than at the next sweep;
 - `discover` every `discovery_interval_seconds`: new tokens get a job at once, removed ones lose it;
-- `check` every `check_interval_seconds`: reads each output secret and pulls a token's job forward
-  when its output changed under it, disappeared or expired, and re-adds any job that went missing.
+- `check` every `check_interval_seconds` (and right after start): probes Vault, reads each output
+  secret's metadata, pulls a token's job forward when its output changed under it, disappeared or
+  expired, re-adds any job that went missing, and feeds the monitor (alerts, metrics). Each check
+  is one Sentry Crons check-in when Sentry is configured.
 
 `Daemon.start()` returns once the first discovery succeeded; `Daemon.stop()` drains in-flight
 work. `run_forever` owns the signal handlers: SIGTERM and SIGINT stop the daemon and return 0.
@@ -18,17 +20,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rotator.errors import VaultError
+from rotator.monitor import Monitor
 from rotator.rotation import Outcome, Rotator
-from rotator.tokens import parse_output
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +40,28 @@ logger = logging.getLogger(__name__)
 MIN_RESCHEDULE_SECONDS = 1.0
 
 
+class CheckIns(Protocol):
+    """Sentry Crons, or anything else that wants to hear about each check cycle."""
+
+    def start(self) -> str | None: ...
+
+    def finish(self, check_in_id: str | None, ok: bool, duration: float) -> None: ...
+
+
 class Daemon:
     """The scheduler and its jobs. Thread-safe; `start` once, `stop` once."""
 
     def __init__(
         self,
         rotator: Rotator,
+        monitor: Monitor | None = None,
+        check_ins: CheckIns | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.rotator = rotator
+        self.monitor = monitor or Monitor(rotator.config)
+        self._check_ins = check_ins
         self._clock = clock
-        self._on_outcome = on_outcome
         config = rotator.config
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -60,7 +73,9 @@ class Daemon:
         )
         self._names: set[str] = set()
         self._seen_versions: dict[str, int] = {}
+        self._in_flight: set[str] = set()  # tokens whose job runs now (and so is not scheduled)
         self._lock = threading.Lock()
+        self._last_check: float | None = None  # monotonic time the last check finished
         self.last_outcomes: dict[str, Outcome] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -84,6 +99,7 @@ class Daemon:
             seconds=schedule.check_interval_seconds,
             id="check",
             max_instances=1,
+            next_run_time=self._clock() + timedelta(seconds=MIN_RESCHEDULE_SECONDS),
         )
         self._apply_discovery(names)
         logger.info(
@@ -99,6 +115,14 @@ class Daemon:
     def running(self) -> bool:
         return bool(self._scheduler.running)
 
+    def is_healthy(self) -> bool:
+        """The scheduler runs and its last check finished recently (what `/healthz` answers)."""
+        if not self.running:
+            return False
+        interval = self.rotator.config.schedule.check_interval_seconds
+        last = self._last_check
+        return last is not None and time.monotonic() - last < 3 * interval + 30
+
     @property
     def names(self) -> set[str]:
         with self._lock:
@@ -107,19 +131,22 @@ class Daemon:
     # --- jobs ---------------------------------------------------------------------------------
 
     def _tick(self, name: str) -> None:
-        outcome = self.rotator.rotate_one(name)
         with self._lock:
-            if name not in self._names:
+            self._in_flight.add(name)
+        try:
+            outcome = self.rotator.rotate_one(name)
+            with self._lock:
+                if name not in self._names:
+                    return
+                self.last_outcomes[name] = outcome
+            if outcome.state == "gone":
+                self._drop(name)
                 return
-            self.last_outcomes[name] = outcome
-            if outcome.state == "refreshed" and outcome.output is not None:
-                self._seen_versions.pop(name, None)
-        if outcome.state == "gone":
-            self._drop(name)
-            return
-        self._schedule(name, outcome.next_at)
-        if self._on_outcome is not None:
-            self._on_outcome(outcome)
+            self._schedule(name, outcome.next_at)
+        finally:
+            with self._lock:
+                self._in_flight.discard(name)
+        self.monitor.record(outcome)
 
     def _discover(self) -> None:
         try:
@@ -142,30 +169,51 @@ class Daemon:
             self._drop(name)
 
     def _check(self) -> None:
-        """Verify each output secret; pull a token forward when Vault's state is not ours."""
+        started = time.monotonic()
+        check_in = self._check_ins.start() if self._check_ins is not None else None
+        ok = self._verify()
+        self._last_check = time.monotonic()
+        if self._check_ins is not None:
+            self._check_ins.finish(check_in, ok, self._last_check - started)
+
+    def _verify(self) -> bool:
+        """Probe Vault, then each output; True when Vault answered throughout."""
+        store = self.rotator.store
+        try:
+            ttl = store.token_ttl()
+        except VaultError as exc:
+            logger.warning("check: %s", exc)
+            self.monitor.vault_health(False, None)
+            return False
+        self.monitor.vault_health(True, ttl)
         now = self._clock()
-        for name in sorted(self.names):
+        names = sorted(self.names)
+        for name in names:
             try:
-                secret = self.rotator.store.read_output(name)
+                metadata = store.read_output_metadata(name)
             except VaultError as exc:
                 logger.warning("check: %s", exc)
-                return
-            version = secret.version if secret else 0
+                return False
+            version = metadata.current_version if metadata else 0
             with self._lock:
                 previous = self._seen_versions.get(name)
                 self._seen_versions[name] = version
-            job = self._scheduler.get_job(_job_id(name))
-            if job is None:
+                running = name in self._in_flight
+            expires_at = metadata.expires_at if metadata else None
+            if running:
+                pass  # its job re-adds itself when done
+            elif self._scheduler.get_job(_job_id(name)) is None:
                 logger.warning("token %s: had no scheduled job; re-adding", name)
                 self._schedule(name, now)
-                continue
-            if previous is not None and previous != version:
-                logger.info(
-                    "token %s: output changed to version %d; re-checking now", name, version
-                )
+            elif previous is not None and previous != version:
+                logger.info("token %s: output is now version %d; looking at it now", name, version)
                 self._schedule(name, now)
-            elif not _is_valid(secret, now):
+            elif expires_at is None or expires_at <= now:
                 self._schedule(name, now)
+            self.monitor.check_token(name, metadata)
+        self.monitor.cycle_done(len(names))
+        self.monitor.repeat()
+        return True
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -195,19 +243,11 @@ class Daemon:
         if job is not None:
             job.remove()
         self.rotator.forget(name)
+        self.monitor.token_removed(name)
 
 
 def _job_id(name: str) -> str:
     return f"token:{name}"
-
-
-def _is_valid(secret: Any, now: datetime) -> bool:
-    if secret is None:
-        return False
-    try:
-        return parse_output(secret.data).expires_at > now
-    except ValueError:
-        return False
 
 
 def run_forever(

@@ -18,6 +18,7 @@ IdP's `Retry-After`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,10 +29,13 @@ SPREAD_SHARE = 0.05
 MIN_RETRY_SECONDS = 1.0
 
 # First retry delay, in seconds, by failure kind; doubles per consecutive failure up to the cap.
+# Kinds: transient (5xx, timeouts, garbage bodies, Vault), rate_limited (429), rejected (401/403),
+# refused (other 4xx, a redirect, a host outside the allowlist), invalid_source (fix the secret).
 BACKOFF_BASE = {
     "transient": 5.0,
     "rate_limited": 15.0,
     "rejected": 60.0,
+    "refused": 60.0,
     "invalid_source": 60.0,
 }
 
@@ -58,6 +62,7 @@ class Failure:
     kind: str  # a BACKOFF_BASE key
     count: int  # consecutive failures, >= 1
     retry_at: datetime
+    source_version: int | None = None  # the source secret's version that failed
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,12 @@ def next_failure(
     max_backoff: float,
     jitter: float,
     retry_after: float | None = None,
+    source_version: int | None = None,
 ) -> Failure:
     """The failure record after one more failed attempt."""
     count = previous.count + 1 if previous is not None and previous.kind == kind else 1
     delay = backoff_delay(kind, count, max_backoff, jitter, retry_after)
-    return Failure(kind=kind, count=count, retry_at=now + timedelta(seconds=delay))
+    return Failure(kind, count, now + timedelta(seconds=delay), source_version)
 
 
 def decide(
@@ -126,8 +132,16 @@ def decide(
 
     `output` is the access token currently in Vault (None if there is none or it is unreadable,
     which `output_readable` tells apart); `source_version` is the KV version of the source secret,
-    None if unknown. A pending `failure` holds every refresh back until its `retry_at`.
+    None if unknown. A pending `failure` holds every refresh back until its `retry_at`, unless
+    the source secret changed since (an operator replaced the API token: try the new one now).
     """
+    if (
+        failure is not None
+        and failure.source_version is not None
+        and source_version is not None
+        and failure.source_version != source_version
+    ):
+        failure = None
     if output is None:
         wanted, reason = now, Reason.MISSING if output_readable else Reason.UNREADABLE
     elif output.expires_at <= now:
@@ -143,3 +157,25 @@ def decide(
     if reason is Reason.FRESH:
         return Decision(Action.WAIT, wanted, reason)
     return Decision(Action.REFRESH, now, reason)
+
+
+ISSUANCE_WINDOW = timedelta(hours=1)
+
+
+def issuances_in_window(history: Iterable[datetime], now: datetime) -> int:
+    """How many of `history`'s issuance times lie in the last hour."""
+    return sum(1 for moment in history if moment > now - ISSUANCE_WINDOW)
+
+
+def issuance_allowed_at(
+    history: Iterable[datetime], now: datetime, max_per_hour: int
+) -> datetime | None:
+    """None while fewer than `max_per_hour` issuances happened in the last hour; otherwise the
+    moment the oldest of them leaves the window and the next issuance is allowed again.
+
+    `history` holds issuance times (any order; older ones are ignored).
+    """
+    recent = sorted(moment for moment in history if moment > now - ISSUANCE_WINDOW)
+    if len(recent) < max_per_hour:
+        return None
+    return recent[-max_per_hour] + ISSUANCE_WINDOW

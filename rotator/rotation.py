@@ -5,6 +5,13 @@ Bulkheads: every failure of one token is caught in `rotate_one` and becomes that
 `Outcome`; a cycle always reports every token. A good access token is never overwritten by a bad
 one: a new token is written only after `tokens.parse_token_response` accepted it, and with
 check-and-set against the version that was read.
+
+Issuing as little as possible (LeanIX asks clients not to request tokens while one is valid):
+- a token rotator obtained but could not store, or that someone else overwrote, is *held* in
+  memory and written (again) while it is fresh, instead of exchanging anew;
+- at most `max_issuances_per_hour` output versions per token in any hour, counted from the
+  output's KV version history, so restarts and other instances count too. The cap is hard:
+  even `rotate` waits for the window.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from rotator import policy
@@ -29,8 +37,9 @@ from rotator.errors import (
 )
 from rotator.exchange import TokenExchanger
 from rotator.policy import Action, Decision, Failure, Reason
+from rotator.redact import SECRETS
 from rotator.sources import Source, parse_source
-from rotator.tokens import AccessToken, parse_output
+from rotator.tokens import AccessToken, Principal, parse_output
 from rotator.vault import SecretVersion, VaultStore
 
 logger = logging.getLogger(__name__)
@@ -38,15 +47,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one token in one pass, and when to look at it next."""
+    """What happened to one token in one pass, and when to look at it next.
+
+    `state`: fresh | refreshed | failing | capped | invalid_source | gone.
+    `error_kind`: a `policy.BACKOFF_BASE` kind, or "vault_write" when a token was obtained but
+    could not be stored.
+    """
 
     name: str
-    state: str  # "fresh" | "refreshed" | "failing" | "invalid_source" | "gone"
+    state: str
     output: AccessToken | None
     next_at: datetime
     reason: str = ""
     error: str | None = None
     error_kind: str | None = None
+    failures: int = 0
+    foreign_write: bool = False
+    capped_until: datetime | None = None
+    principal_change: tuple[Principal, Principal] | None = None
+    api_token_expires_at: datetime | None = None
 
     @property
     def healthy(self) -> bool:
@@ -68,13 +87,18 @@ class Rotator:
         exchanger: TokenExchanger,
         clock: Callable[[], datetime] = _now,
         jitter: Callable[[], float] = random.random,
+        on_exchange: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """`on_exchange(name, result, seconds)` is called after every request to the IdP;
+        `result` is "success" or a failure kind."""
         self.config = config
         self.store = store
         self.exchanger = exchanger
+        self.on_exchange = on_exchange
         self._clock = clock
         self._jitter = jitter
         self._failures: dict[str, Failure] = {}
+        self._held: dict[str, AccessToken] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -91,24 +115,54 @@ class Rotator:
                 return self._rotate(name, force)
             except VaultError as exc:
                 logger.warning("token %s: %s", name, exc)
-                now = self._clock()
-                failure = self._record_failure(name, "transient", now)
-                return Outcome(name, "failing", None, failure.retry_at, "vault", str(exc), "vault")
+                failure = self._record_failure(name, "transient", self._clock())
+                return Outcome(
+                    name,
+                    "failing",
+                    None,
+                    failure.retry_at,
+                    "vault",
+                    str(exc),
+                    "transient",
+                    failures=failure.count,
+                )
+            except Exception as exc:  # the bulkhead: one token's bug stops no other
+                logger.exception("token %s: unexpected error", name)
+                failure = self._record_failure(name, "transient", self._clock())
+                return Outcome(
+                    name,
+                    "failing",
+                    None,
+                    failure.retry_at,
+                    "bug",
+                    f"unexpected {type(exc).__name__}; see the log",
+                    "transient",
+                    failures=failure.count,
+                )
 
     def _rotate(self, name: str, force: bool) -> Outcome:
         now = self._clock()
         source_secret = self.store.read_source(name)
         if source_secret is None:
-            self._failures.pop(name, None)
+            self.forget(name)
             return Outcome(name, "gone", None, now + timedelta(days=1), "source deleted")
+        SECRETS.register(source_secret.data.get("api_token"))
         output_secret = self.store.read_output(name)
         output, readable = _read_output(name, output_secret)
+        foreign = output_secret is not None and not output_secret.written_by_rotator
+        if foreign:
+            logger.warning("token %s: the output secret was changed by someone else", name)
+            output = None  # never trust, nor schedule by, a token rotator did not write
+        elif output is not None:
+            SECRETS.register(output.access_token)
 
         try:
             source = self._parse(name, source_secret)
         except SourceError as exc:
             logger.error("%s", exc)
-            failure = self._record_failure(name, "invalid_source", now)
+            failure = self._record_failure(
+                name, "invalid_source", now, source_version=source_secret.version
+            )
             return Outcome(
                 name,
                 "invalid_source",
@@ -117,60 +171,179 @@ class Rotator:
                 "source",
                 str(exc),
                 "invalid_source",
+                failures=failure.count,
+                foreign_write=foreign,
             )
 
         decision = self._decide(name, now, output, readable, source.version)
         if decision.action is Action.WAIT and not force:
+            logger.debug(
+                "token %s: %s; next look at %s",
+                name,
+                decision.reason.value,
+                decision.at.isoformat(timespec="seconds"),
+            )
+            pending = self._failures.get(name)
+            if decision.reason is Reason.BACKOFF and pending is not None:
+                detail = f"{pending.count} failed attempts; next at {decision.at:%H:%M:%S}"
+                return Outcome(
+                    name,
+                    "failing",
+                    output,
+                    decision.at,
+                    "backoff",
+                    detail,
+                    pending.kind,
+                    failures=pending.count,
+                    foreign_write=foreign,
+                    api_token_expires_at=source.api_token_expires_at,
+                )
             return Outcome(
-                name, "fresh" if output else "failing", output, decision.at, decision.reason
+                name,
+                "fresh" if output else "failing",
+                output,
+                decision.at,
+                decision.reason.value,
+                api_token_expires_at=source.api_token_expires_at,
             )
 
-        reason = "forced" if force else decision.reason.value
-        return self._refresh(source, output_secret.version if output_secret else 0, output, reason)
+        reason = "forced" if force else ("foreign_write" if foreign else decision.reason.value)
+        outcome = self._refresh(source, output_secret, output, reason, force)
+        return replace(
+            outcome, foreign_write=foreign, api_token_expires_at=source.api_token_expires_at
+        )
 
     def _refresh(
-        self, source: Source, cas: int, previous: AccessToken | None, reason: str
+        self,
+        source: Source,
+        current: SecretVersion | None,
+        previous: AccessToken | None,
+        reason: str,
+        force: bool,
     ) -> Outcome:
         name = source.name
-        try:
-            token = self.exchanger.exchange(source)
-        except RotatorError as exc:
-            now = self._clock()
-            kind = _failure_kind(exc)
-            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-            failure = self._record_failure(name, kind, now, retry_after)
-            logger.warning(
-                "token %s: exchange failed (%s), attempt %d, next try at %s",
-                name,
-                exc,
-                failure.count,
-                failure.retry_at.isoformat(timespec="seconds"),
+        now = self._clock()
+
+        token = self._usable_held(name, source, now) if not force else None
+        if token is None:
+            allowed_at = policy.issuance_allowed_at(
+                self.store.output_history(name), now, self.config.alerts.max_issuances_per_hour
             )
-            return Outcome(name, "failing", previous, failure.retry_at, reason, str(exc), kind)
+            if allowed_at is not None:
+                logger.warning(
+                    "token %s: %d issuances in the last hour; next allowed at %s",
+                    name,
+                    self.config.alerts.max_issuances_per_hour,
+                    allowed_at.isoformat(timespec="seconds"),
+                )
+                return Outcome(
+                    name,
+                    "capped",
+                    previous,
+                    allowed_at,
+                    reason,
+                    "issuance cap reached",
+                    capped_until=allowed_at,
+                )
+            started = time.monotonic()
+            try:
+                token = self.exchanger.exchange(source)
+            except RotatorError as exc:
+                self._exchanged(name, _failure_kind(exc), started)
+                return self._exchange_failed(source, exc, previous, reason)
+            self._exchanged(name, "success", started)
+            SECRETS.register(token.access_token)
+            self._held[name] = token
 
         try:
-            version = self.store.write_output(name, token, cas=cas)
+            version = self.store.write_output(
+                name, token, current, keep_versions=self._keep_versions()
+            )
         except VaultConflict:
-            # Someone else wrote meanwhile (another instance, or a foreign writer): keep theirs if
-            # it is a valid token, otherwise report and let the next pass decide.
-            current, _ = _read_output(name, self.store.read_output(name))
-            now = self._clock()
-            if current is not None and current.expires_at > now:
-                logger.info("token %s: another writer stored a fresh token first; keeping it", name)
-                decision = self._decide(name, now, current, True, source.version)
-                return Outcome(name, "fresh", current, decision.at, "conflict")
-            raise
+            return self._lost_race(name, source, reason)
+        except VaultError as exc:
+            failure = self._record_failure(name, "transient", self._clock())
+            logger.error("token %s: obtained a token but could not store it: %s", name, exc)
+            return Outcome(
+                name,
+                "failing",
+                previous,
+                failure.retry_at,
+                reason,
+                str(exc),
+                "vault_write",
+                failures=failure.count,
+            )
         self._failures.pop(name, None)
+        self._held.pop(name, None)
         logger.info(
-            "token %s: issued access token %s (%s), valid until %s, stored as version %d",
+            "token %s: stored access token %s (%s), valid until %s, version %d",
             name,
             token.fingerprint,
             reason,
             token.expires_at.isoformat(timespec="seconds"),
             version,
         )
+        change = None
+        if (
+            previous is not None
+            and _principal_known(previous.principal)
+            and previous.principal != token.principal
+        ):
+            change = (previous.principal, token.principal)
         decision = self._decide(name, self._clock(), token, True, source.version)
-        return Outcome(name, "refreshed", token, decision.at, reason)
+        return Outcome(name, "refreshed", token, decision.at, reason, principal_change=change)
+
+    def _exchange_failed(
+        self,
+        source: Source,
+        exc: RotatorError,
+        previous: AccessToken | None,
+        reason: str,
+    ) -> Outcome:
+        kind = _failure_kind(exc)
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        name = source.name
+        failure = self._record_failure(name, kind, self._clock(), retry_after, source.version)
+        logger.warning(
+            "token %s: exchange failed (%s), attempt %d, next try at %s",
+            name,
+            exc,
+            failure.count,
+            failure.retry_at.isoformat(timespec="seconds"),
+        )
+        return Outcome(
+            name,
+            "failing",
+            previous,
+            failure.retry_at,
+            reason,
+            str(exc),
+            kind,
+            failures=failure.count,
+        )
+
+    def _lost_race(self, name: str, source: Source, reason: str) -> Outcome:
+        """Someone wrote between our read and our write. Keep theirs if it is rotator's own
+        (another instance) and valid; otherwise look again soon."""
+        current = self.store.read_output(name)
+        token, _ = _read_output(name, current)
+        now = self._clock()
+        if current is not None and current.written_by_rotator and token and token.expires_at > now:
+            logger.info("token %s: another rotator stored a fresh token first; keeping it", name)
+            decision = self._decide(name, now, token, True, source.version)
+            return Outcome(name, "fresh", token, decision.at, "conflict")
+        failure = self._record_failure(name, "transient", now)
+        return Outcome(
+            name,
+            "failing",
+            None,
+            failure.retry_at,
+            reason,
+            "output changed during the write",
+            "transient",
+            failures=failure.count,
+        )
 
     # --- many tokens --------------------------------------------------------------------------
 
@@ -194,7 +367,9 @@ class Rotator:
         source_secret = self.store.read_source(name)
         if source_secret is None:
             return Outcome(name, "gone", None, now, "source deleted")
-        output, readable = _read_output(name, self.store.read_output(name))
+        output_secret = self.store.read_output(name)
+        output, readable = _read_output(name, output_secret)
+        foreign = output_secret is not None and not output_secret.written_by_rotator
         try:
             source = self._parse(name, source_secret)
         except SourceError as exc:
@@ -202,21 +377,57 @@ class Rotator:
                 name, "invalid_source", output, now, "source", str(exc), "invalid_source"
             )
         decision = self._decide(name, now, output, readable, source.version)
+        if foreign:
+            return Outcome(
+                name,
+                "failing",
+                output,
+                now,
+                "foreign_write",
+                "the output secret was changed by someone else",
+                foreign_write=True,
+            )
         state = "failing" if output is None or output.expires_at <= now else "fresh"
-        return Outcome(name, state, output, decision.at, decision.reason.value)
+        return Outcome(
+            name,
+            state,
+            output,
+            decision.at,
+            decision.reason.value,
+            api_token_expires_at=source.api_token_expires_at,
+        )
 
     def issuances_last_hour(self, name: str) -> int:
         """Output versions written in the last hour (from Vault's version history)."""
-        since = self._clock() - timedelta(hours=1)
-        return sum(1 for created in self.store.output_history(name) if created > since)
+        return policy.issuances_in_window(self.store.output_history(name), self._clock())
 
     def forget(self, name: str) -> None:
         """Drop in-memory state for a token whose source is gone."""
         with self._guard:
             self._failures.pop(name, None)
-            self._locks.pop(name, None)
+            self._held.pop(name, None)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _usable_held(self, name: str, source: Source, now: datetime) -> AccessToken | None:
+        """A token obtained earlier but not (or no longer) in Vault, if it is still fresh."""
+        held = self._held.get(name)
+        if held is None:
+            return None
+        decision = self._decide(name, now, held, True, source.version)
+        if decision.reason is Reason.FRESH:
+            logger.info("token %s: writing back held access token %s", name, held.fingerprint)
+            return held
+        self._held.pop(name, None)
+        return None
+
+    def _exchanged(self, name: str, result: str, started: float) -> None:
+        if self.on_exchange is not None:
+            self.on_exchange(name, result, time.monotonic() - started)
+
+    def _keep_versions(self) -> int:
+        # Enough history to count a full hour of issuances, plus a few for inspection.
+        return max(10, self.config.alerts.max_issuances_per_hour + 2)
 
     def _parse(self, name: str, secret: SecretVersion) -> Source:
         exchange = self.config.exchange
@@ -247,7 +458,12 @@ class Rotator:
         )
 
     def _record_failure(
-        self, name: str, kind: str, now: datetime, retry_after: float | None = None
+        self,
+        name: str,
+        kind: str,
+        now: datetime,
+        retry_after: float | None = None,
+        source_version: int | None = None,
     ) -> Failure:
         failure = policy.next_failure(
             self._failures.get(name),
@@ -256,6 +472,7 @@ class Rotator:
             self.config.exchange.max_backoff_seconds,
             self._jitter(),
             retry_after,
+            source_version,
         )
         self._failures[name] = failure
         return failure
@@ -276,6 +493,10 @@ def _read_output(name: str, secret: SecretVersion | None) -> tuple[AccessToken |
         return None, False
 
 
+def _principal_known(principal: Principal) -> bool:
+    return principal.workspace_id is not None or principal.role is not None
+
+
 def _failure_kind(exc: RotatorError) -> str:
     if isinstance(exc, ApiTokenRejected):
         return "rejected"
@@ -283,7 +504,4 @@ def _failure_kind(exc: RotatorError) -> str:
         return "rate_limited"
     if exc.retryable:
         return "transient"
-    return "rejected"  # HostNotAllowed, RedirectRefused, RequestRefused: slow retries
-
-
-__all__ = ["Outcome", "Reason", "Rotator"]
+    return "refused"  # HostNotAllowed, RedirectRefused, RequestRefused: slow retries

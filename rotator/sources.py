@@ -120,9 +120,10 @@ def host_matches(hostname: str, pattern: str) -> bool:
     """Shell-style match of a hostname against a pattern; `*` stays within one DNS label.
 
     `*.leanix.net` matches `acme.leanix.net` but neither `leanix.net` nor `a.b.leanix.net`, the
-    way a TLS wildcard certificate does: a wildcard never widens the allowlist across a dot.
+    way a TLS wildcard certificate does: a wildcard never widens the allowlist across a dot, and
+    never matches an empty label.
     """
-    regex = "[a-z0-9-]*".join(re.escape(part) for part in pattern.lower().split("*"))
+    regex = "[a-z0-9-]+".join(re.escape(part) for part in pattern.lower().split("*"))
     return re.fullmatch(regex, hostname.lower()) is not None
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rotator.errors import InvalidResponse
+from rotator.redact import fingerprint
 
 MAX_TOKEN_LENGTH = 16384
 
@@ -60,11 +60,6 @@ class AccessToken:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.access_token)
-
-
-def fingerprint(secret: str) -> str:
-    """A short, stable, non-reversible identifier for a secret value, safe for logs."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 def format_time(moment: datetime) -> str:
@@ -142,7 +137,8 @@ def parse_token_response(
     token = document.get("access_token")
     if not isinstance(token, str) or not token.strip():
         raise InvalidResponse("token endpoint answer has no access_token")
-    if len(token) > MAX_TOKEN_LENGTH or not token.isascii() or any(c.isspace() for c in token):
+    printable = token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
+    if len(token) > MAX_TOKEN_LENGTH or not printable:
         raise InvalidResponse("access_token is not a printable token of sane length")
 
     expires_in = document.get("expires_in")
@@ -153,7 +149,11 @@ def parse_token_response(
     expires_in = min(expires_in, 366 * 86400)
 
     token_type = document.get("token_type", "bearer")
-    if not isinstance(token_type, str) or not token_type.isalnum() or len(token_type) > 32:
+    if (
+        not isinstance(token_type, str)
+        or not (token_type.isascii() and token_type.isalnum())
+        or len(token_type) > 32
+    ):
         raise InvalidResponse("token_type is not a short word")
 
     expires_at = issued_at + timedelta(seconds=expires_in)
@@ -195,8 +195,10 @@ def parse_output(data: Mapping[str, Any]) -> AccessToken:
             raise ValueError(f"{key} is missing")
     expires_in = data.get("expires_in")
     source_version = data.get("source_version")
-    if not isinstance(expires_in, int) or not isinstance(source_version, int):
-        raise ValueError("expires_in or source_version is not an integer")
+    if not isinstance(expires_in, int) or isinstance(expires_in, bool):
+        raise ValueError("expires_in is not an integer")
+    if not isinstance(source_version, int) or isinstance(source_version, bool):
+        raise ValueError("source_version is not an integer")
     try:
         claims = decode_jwt_claims(token)
     except ValueError:

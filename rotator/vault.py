@@ -31,6 +31,7 @@ from rotator.errors import (
     VaultUnavailable,
     VaultWriteMismatch,
 )
+from rotator.redact import SECRETS, fingerprint
 from rotator.tokens import AccessToken, format_time, parse_time
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,35 @@ class SecretVersion:
     data: Mapping[str, Any] = field(repr=False)
     version: int
     custom_metadata: Mapping[str, str]
+
+    @property
+    def written_by_rotator(self) -> bool:
+        """True when the data is a token rotator announced in the metadata before writing it:
+        the current one, or the one before while a write is under way."""
+        if self.custom_metadata.get("written_by") != WRITER_ID:
+            return False
+        announced = {
+            self.custom_metadata.get("fingerprint"),
+            self.custom_metadata.get("previous_fingerprint"),
+        }
+        return _data_fingerprint(self) in announced - {None, "", "-"}
+
+
+@dataclass(frozen=True)
+class OutputMetadata:
+    """An output secret's KV metadata. Holds no secret values."""
+
+    current_version: int
+    custom_metadata: Mapping[str, str]
+    history: tuple[datetime, ...]  # creation times of the versions kept, oldest first
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """The expiry rotator recorded for the current token, if readable."""
+        try:
+            return parse_time(self.custom_metadata["expires_at"])
+        except (KeyError, ValueError):
+            return None
 
 
 @contextmanager
@@ -89,7 +119,7 @@ def _why(exc: hvac.exceptions.VaultError) -> str:
         if errors
         else str(exc.args[0] if exc.args else "")
     )
-    return text[:200] or type(exc).__name__
+    return " ".join(text.split())[:200] or type(exc).__name__
 
 
 class VaultStore:
@@ -137,14 +167,25 @@ class VaultStore:
                 if auth.token_file
                 else auth.env_token
             )
+            SECRETS.register(token)
             self._client.token = token
             with _mapped("look up", "auth/token/lookup-self"):
                 self._client.auth.token.lookup_self()
             return
         role_id = auth.role_id or _read_secret_file(auth.role_id_file, "vault.auth.role_id_file")
         secret_id = _read_secret_file(auth.secret_id_file, "vault.auth.secret_id_file")
+        SECRETS.register(secret_id)
         with _mapped("log in at", "auth/approle/login"):
             self._client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+        SECRETS.register(self._client.token)
+
+    def token_ttl(self) -> float:
+        """Seconds left on rotator's own Vault token (0: it does not expire), from
+        `GET auth/token/lookup-self`. Raises VaultUnavailable or VaultAuthError: this is the
+        daemon's health probe of Vault."""
+        with _mapped("look up", "auth/token/lookup-self"):
+            response = self._client.auth.token.lookup_self()
+        return float(response["data"].get("ttl") or 0)
 
     def is_up(self) -> bool:
         """True when Vault answers, is unsealed and accepts rotator's token (`sys/health`)."""
@@ -193,45 +234,90 @@ class VaultStore:
         """The current output secret (`GET <mount>/data/<output_prefix>/<name>`), or None."""
         return self._read(f"{self.output_prefix}/{name}")
 
-    def write_output(self, name: str, token: AccessToken, cas: int) -> int:
-        """Store `token` as the output secret if its current version is still `cas` (0: absent).
+    def write_output(
+        self,
+        name: str,
+        token: AccessToken,
+        current: SecretVersion | None,
+        keep_versions: int = 10,
+    ) -> int:
+        """Store `token` as the output secret if it is still at `current`'s version (absent: 0).
 
-        Calls `POST <mount>/data/<path>` with `options.cas`, then `POST <mount>/metadata/<path>`
-        for `custom_metadata`, then reads the secret back. Returns the new version. Raises
-        `VaultConflict` when someone else wrote first, `VaultWriteMismatch` when the read-back
-        differs from what was written.
+        Routes, in order: `POST <mount>/metadata/<path>` announcing the new token's fingerprint,
+        `POST <mount>/data/<path>` with `options.cas`, `POST <mount>/metadata/<path>` with the
+        new `issued_at`/`expires_at`, then `GET <mount>/data/<path>` to read it back. Announcing
+        first means a reader never mistakes rotator's own write, seen half-way, for a foreign one
+        (see `SecretVersion.written_by_rotator`). Returns the new version. Raises `VaultConflict`
+        when someone else wrote first, `VaultWriteMismatch` when the read-back differs.
         """
         path = f"{self.output_prefix}/{name}"
         fields = token.fields()
+        previous = ""
+        if current is not None:
+            previous = (
+                _data_fingerprint(current)
+                if current.written_by_rotator
+                else current.custom_metadata.get("fingerprint", "")
+            )
+        metadata = {
+            **(current.custom_metadata if current is not None else {}),
+            "written_by": WRITER_ID,
+            "fingerprint": token.fingerprint,
+            "previous_fingerprint": previous or "-",  # Vault refuses empty values
+        }
+        self._call(
+            "write metadata of",
+            path,
+            self._kv.update_metadata,
+            custom_metadata=metadata,
+            max_versions=keep_versions,
+        )
         response = self._call(
-            "write", path, self._kv.create_or_update_secret, secret=fields, cas=cas
+            "write",
+            path,
+            self._kv.create_or_update_secret,
+            secret=fields,
+            cas=current.version if current is not None else 0,
         )
         version = int(response["data"]["version"])
-        metadata = {
-            "issued_at": format_time(token.issued_at),
-            "expires_at": format_time(token.expires_at),
-            "written_by": WRITER_ID,
-            "version": str(version),
-            "fingerprint": token.fingerprint,
-        }
-        self._call("write metadata of", path, self._kv.update_metadata, custom_metadata=metadata)
+        metadata["issued_at"] = format_time(token.issued_at)
+        metadata["expires_at"] = format_time(token.expires_at)
+        self._call(
+            "write metadata of",
+            path,
+            self._kv.update_metadata,
+            custom_metadata=metadata,
+            max_versions=keep_versions,
+        )
         stored = self._read(path)
         if stored is None or stored.version != version or dict(stored.data) != fields:
             raise VaultWriteMismatch(f"write {path}: the read-back differs from what was written")
         return version
 
-    def output_history(self, name: str) -> list[datetime]:
-        """Creation times of the output secret's versions still kept
-        (`GET <mount>/metadata/<output_prefix>/<name>`), oldest first; empty when absent."""
+    def read_output_metadata(self, name: str) -> OutputMetadata | None:
+        """The output secret's metadata (`GET <mount>/metadata/<output_prefix>/<name>`): its
+        current version, custom_metadata and the creation times of the versions kept. None when
+        there is no output yet. One cheap request: what the daemon's periodic check reads."""
         path = f"{self.output_prefix}/{name}"
         try:
             response = self._call("read metadata of", path, self._kv.read_secret_metadata)
         except _NotFound:
-            return []
-        versions = response["data"].get("versions") or {}
-        return sorted(
+            return None
+        data = response["data"]
+        versions = data.get("versions") or {}
+        history = sorted(
             parse_time(v["created_time"]) for v in versions.values() if v.get("created_time")
         )
+        return OutputMetadata(
+            current_version=int(data.get("current_version") or 0),
+            custom_metadata=data.get("custom_metadata") or {},
+            history=tuple(history),
+        )
+
+    def output_history(self, name: str) -> tuple[datetime, ...]:
+        """Creation times of the output's versions still kept, oldest first; empty when absent."""
+        metadata = self.read_output_metadata(name)
+        return metadata.history if metadata is not None else ()
 
     def write_source(self, name: str, data: Mapping[str, Any]) -> int:
         """Create or replace a source secret (for `rotator demo`); returns its version."""
@@ -264,6 +350,11 @@ class VaultStore:
                 return method(path, mount_point=self.mount, **kwargs)
             except hvac.exceptions.InvalidPath:
                 raise _NotFound from None
+
+
+def _data_fingerprint(secret: SecretVersion) -> str:
+    token = secret.data.get("access_token")
+    return fingerprint(token) if isinstance(token, str) else ""
 
 
 class _NotFound(Exception):

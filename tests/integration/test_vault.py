@@ -61,7 +61,7 @@ def test_read_source_of_a_deleted_secret_is_none(vault_space: VaultSpace) -> Non
 def test_write_output_stores_spec_fields_and_custom_metadata(vault_space: VaultSpace) -> None:
     store = vault_space.store()
 
-    version = store.write_output("alpha", _token(), cas=0)
+    version = store.write_output("alpha", _token(), None)
 
     stored = store.read_output("alpha")
     assert stored is not None
@@ -85,11 +85,12 @@ def test_write_output_with_a_stale_version_is_a_conflict_and_keeps_the_stored_to
     vault_space: VaultSpace,
 ) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token("first.token.value"), cas=0)
-    store.write_output("alpha", _token("second.token.value"), cas=1)
+    store.write_output("alpha", _token("first.token.value"), None)
+    stale = store.read_output("alpha")
+    store.write_output("alpha", _token("second.token.value"), stale)
 
     with pytest.raises(VaultConflict):
-        store.write_output("alpha", _token("third.token.value"), cas=1)
+        store.write_output("alpha", _token("third.token.value"), stale)
 
     stored = store.read_output("alpha")
     assert stored is not None
@@ -100,22 +101,56 @@ def test_creating_an_output_that_someone_else_created_is_a_conflict(
     vault_space: VaultSpace,
 ) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token(), cas=0)
+    store.write_output("alpha", _token(), None)
 
     with pytest.raises(VaultConflict):
-        store.write_output("alpha", _token("other.token.value"), cas=0)
+        store.write_output("alpha", _token("other.token.value"), None)
 
 
 def test_output_history_lists_one_entry_per_version(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    for cas in range(3):
-        store.write_output("alpha", _token(f"token.number.{cas}"), cas=cas)
+    for number in range(3):
+        store.write_output("alpha", _token(f"token.number.{number}"), store.read_output("alpha"))
 
     history = store.output_history("alpha")
 
     assert len(history) == 3
-    assert history == sorted(history)
-    assert store.output_history("never-written") == []
+    assert list(history) == sorted(history)
+    assert store.output_history("never-written") == ()
+
+
+def test_an_output_rotator_wrote_is_recognised_as_its_own(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    store.write_output("alpha", _token("first.token.value"), None)
+    store.write_output("alpha", _token("second.token.value"), store.read_output("alpha"))
+
+    stored = store.read_output("alpha")
+
+    assert stored is not None and stored.written_by_rotator
+
+
+def test_an_output_overwritten_by_someone_else_is_not_rotators(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    store.write_output("alpha", _token("first.token.value"), None)
+    vault_space.root.secrets.kv.v2.create_or_update_secret(
+        f"{vault_space.output_prefix}/alpha",
+        secret={**_token("forged.token.value").fields()},
+        mount_point="secret",
+    )
+
+    stored = store.read_output("alpha")
+
+    assert stored is not None and not stored.written_by_rotator
+
+
+def test_output_keeps_the_requested_number_of_versions(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    for number in range(5):
+        store.write_output(
+            "alpha", _token(f"token.number.{number}"), store.read_output("alpha"), keep_versions=3
+        )
+
+    assert len(store.output_history("alpha")) == 3
 
 
 def test_a_token_vault_does_not_know_is_refused_at_login(dev_vault: DevVault) -> None:
@@ -146,7 +181,7 @@ def test_a_write_outside_the_tokens_policy_is_refused(vault_space: VaultSpace) -
     store = VaultStore.connect(config.vault)
 
     with pytest.raises(VaultAuthError, match="permission denied"):
-        store.write_output("alpha", _token(), cas=0)
+        store.write_output("alpha", _token(), None)
 
 
 def test_vault_that_does_not_listen_is_unavailable() -> None:

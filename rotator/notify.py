@@ -1,0 +1,203 @@
+"""Alert sinks for webhooks and Alertmanager, and the dispatcher that feeds every sink.
+
+Each sink gets its own queue and worker thread, so a slow or failing sink never blocks rotation
+or the other sinks. A delivery is tried `ATTEMPTS` times with a short backoff, each request with a
+timeout, and then dropped with one log line. Text is redacted (`redact.SECRETS`) before it leaves.
+Sentry is a sink too, but lives in `sentry.py`, the only module importing sentry_sdk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from rotator.alerting import AlertEvent
+from rotator.redact import SECRETS
+from rotator.tokens import format_time
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+SINK_TIMEOUT_SECONDS = 5.0
+QUEUE_LIMIT = 1000
+
+
+class SinkError(Exception):
+    """A delivery failed; the message names the sink and status, never the payload."""
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, event: AlertEvent) -> None:
+        """Deliver one event or raise SinkError."""
+
+
+def webhook_payload(event: AlertEvent, host: str) -> dict[str, Any]:
+    """The JSON object SPEC defines for webhooks."""
+    payload: dict[str, Any] = {
+        "status": event.status,
+        "alert": event.kind.value,
+        "severity": event.severity.value,
+        "summary": SECRETS.redact(event.summary),
+        "started_at": format_time(event.started_at),
+        "host": host,
+    }
+    if event.token is not None:
+        payload["token"] = event.token
+    if event.ended_at is not None:
+        payload["ended_at"] = format_time(event.ended_at)
+    return payload
+
+
+def alertmanager_alert(event: AlertEvent, host: str) -> dict[str, Any]:
+    """One alert of Alertmanager's API v2 `POST /api/v2/alerts` body."""
+    labels = {"alertname": event.kind.value, "severity": event.severity.value, "host": host}
+    if event.token is not None:
+        labels["token"] = event.token
+    alert: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {"summary": SECRETS.redact(event.summary)},
+        "startsAt": _iso(event.started_at),
+    }
+    if event.ended_at is not None:
+        alert["endsAt"] = _iso(event.ended_at)
+    return alert
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class _HttpSink:
+    def __init__(self, url: str, session: requests.Session) -> None:
+        self.url = url
+        self._session = session
+        # Webhook URLs often carry a secret in their path (Slack, Teams): name the host only.
+        parts = urlsplit(url)
+        self.name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+    def _post(self, body: Any) -> None:
+        try:
+            response = self._session.post(
+                self.url,
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+                timeout=SINK_TIMEOUT_SECONDS,
+                allow_redirects=False,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise SinkError(f"{self.name}: {type(exc).__name__}") from None
+        with response:
+            if not 200 <= response.status_code < 300:
+                raise SinkError(f"{self.name}: answered {response.status_code}")
+
+
+class WebhookSink(_HttpSink):
+    """POSTs SPEC's JSON payload to one URL."""
+
+    def __init__(self, url: str, host: str, session: requests.Session) -> None:
+        super().__init__(url, session)
+        self._host = host
+
+    def send(self, event: AlertEvent) -> None:
+        self._post(webhook_payload(event, self._host))
+
+
+class AlertmanagerSink(_HttpSink):
+    """POSTs to Alertmanager's API v2. Firing alerts carry an `endsAt` a little past the next
+    expected re-send, so alerts of a daemon that died resolve by themselves."""
+
+    def __init__(
+        self, base_url: str, host: str, session: requests.Session, resend_every: timedelta
+    ) -> None:
+        super().__init__(base_url.rstrip("/") + "/api/v2/alerts", session)
+        self._host = host
+        self._lease = resend_every * 3
+
+    def send(self, event: AlertEvent) -> None:
+        alert = alertmanager_alert(event, self._host)
+        if event.ended_at is None:
+            alert["endsAt"] = _iso(datetime.now(UTC) + self._lease)
+        self._post([alert])
+
+
+class Notifier:
+    """Fans events out to sinks, one worker thread and bounded queue per sink."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        sleep: Callable[[float], None] = time.sleep,
+        on_result: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self._sleep = sleep
+        self._on_result = on_result
+        self._workers: list[tuple[queue.Queue[AlertEvent | None], threading.Thread]] = []
+        for sink in sinks:
+            inbox: queue.Queue[AlertEvent | None] = queue.Queue(QUEUE_LIMIT)
+            thread = threading.Thread(
+                target=self._work, args=(sink, inbox), name=f"notify {sink.name}", daemon=True
+            )
+            thread.start()
+            self._workers.append((inbox, thread))
+
+    def publish(self, events: Sequence[AlertEvent]) -> None:
+        """Queue events for every sink; never blocks (a full queue drops with a log line)."""
+        for event in events:
+            logger.log(
+                logging.WARNING if event.status == "firing" else logging.INFO,
+                "alert %s %s%s: %s",
+                event.status,
+                event.kind.value,
+                f" for {event.token}" if event.token else "",
+                SECRETS.redact(event.summary),
+            )
+            for inbox, _thread in self._workers:
+                try:
+                    inbox.put_nowait(event)
+                except queue.Full:
+                    logger.error("alert queue full; dropped %s", event.kind.value)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout` seconds), then stop the workers."""
+        deadline = time.monotonic() + timeout
+        for inbox, _thread in self._workers:
+            inbox.put(None)
+        for _inbox, thread in self._workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _work(self, sink: Sink, inbox: queue.Queue[AlertEvent | None]) -> None:
+        while (event := inbox.get()) is not None:
+            self._deliver(sink, event)
+
+    def _deliver(self, sink: Sink, event: AlertEvent) -> None:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                sink.send(event)
+            except SinkError as exc:
+                if attempt == ATTEMPTS:
+                    logger.error("alert %s not delivered to %s", event.kind.value, exc)
+                    self._report(sink, ok=False)
+                    return
+                self._sleep(0.5 * 2 ** (attempt - 1))
+            except Exception:  # a sink's bug must not kill its worker
+                logger.exception("alert sink %s failed", sink.name)
+                self._report(sink, ok=False)
+                return
+            else:
+                self._report(sink, ok=True)
+                return
+
+    def _report(self, sink: Sink, *, ok: bool) -> None:
+        if self._on_result is not None:
+            self._on_result(sink.name, ok)

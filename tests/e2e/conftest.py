@@ -1,0 +1,149 @@
+"""End-to-end fixtures: the installed `rotator` command run as a subprocess against the session's
+OpenBao dev server and a LeanIX stand-in on loopback, with a config file written per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.standin import LeanIXStandIn
+from rotator.tokens import parse_time
+from tests.conftest import VaultSpace
+
+ROTATOR = Path(sys.executable).with_name("rotator")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Rig:
+    """A test's Vault corner, stand-in and config file, plus every secret it handed out."""
+
+    space: VaultSpace
+    idp: LeanIXStandIn
+    config_path: Path
+    api_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    outputs_seen: list[str] = field(default_factory=list, repr=False)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env["VAULT_TOKEN"] = self.space.vault.root_token
+        return env
+
+    def write_config(self, **sections: dict[str, Any]) -> None:
+        raw: dict[str, dict[str, Any]] = {
+            "vault": {
+                "addr": self.space.vault.addr,
+                "source_prefix": self.space.source_prefix,
+                "output_prefix": self.space.output_prefix,
+            },
+            "exchange": {
+                "allowed_hosts": ["127.0.0.1"],
+                "insecure_http_hosts": ["127.0.0.1"],
+                "timeout_seconds": 5,
+            },
+            "metrics": {"listen": ""},
+        }
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        self.config_path.write_text(_toml(raw))
+
+    def add_token(self, name: str, *, revoked: bool = False, workspace: str = "acme") -> str:
+        api_token = "api-" + secrets.token_urlsafe(24)
+        self.api_tokens[name] = api_token
+        self.idp.add_token(api_token, workspace_name=workspace)
+        if revoked:
+            self.idp.revoke(api_token)
+        self.space.write_source(name, {"api_token": api_token, "token_url": self.idp.token_url})
+        return api_token
+
+    def rotator(
+        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROTATOR), *args, "--config", str(self.config_path)],
+            env=self.env() | (env or {}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as sink:
+            return subprocess.Popen(
+                [str(ROTATOR), *args, "--config", str(self.config_path)],
+                env=self.env(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self, name: str) -> dict[str, Any] | None:
+        data = self.space.read_output(name)
+        if data is None:
+            return None
+        fields = dict(data["data"])  # type: ignore[call-overload]
+        self.outputs_seen.append(fields["access_token"])
+        return fields
+
+    def issued(self, name: str) -> int:
+        return self.idp.issued_count(self.api_tokens[name])
+
+    def secrets(self) -> list[str]:
+        """Every secret value this test handed out or saw issued, for leak scans."""
+        return [*self.api_tokens.values(), *self.outputs_seen]
+
+
+def remaining_seconds(fields: dict[str, Any]) -> float:
+    return (parse_time(fields["expires_at"]) - parse_time(_now())).total_seconds()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _toml(raw: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture
+def rig(vault_space: VaultSpace, tmp_path: Path) -> Iterator[Rig]:
+    if not ROTATOR.exists():
+        raise AssertionError(f"the rotator command is not installed at {ROTATOR}")
+    with LeanIXStandIn(lifetime_seconds=3599) as idp:
+        rig = Rig(vault_space, idp, tmp_path / "rotator.toml")
+        rig.write_config()
+        yield rig
