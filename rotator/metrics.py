@@ -70,6 +70,11 @@ class RotatorMetrics:
             registry=registry,
         )
         self.tokens = Gauge("rotator_tokens", "Tokens under the source prefix.", registry=registry)
+        self.max_issuances = Gauge(
+            "rotator_max_issuances_per_hour",
+            "The configured issuance cap per token (alerts.max_issuances_per_hour).",
+            registry=registry,
+        )
 
     def forget(self, token: str) -> None:
         """Remove every series of a token that is no longer managed."""

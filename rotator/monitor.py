@@ -61,6 +61,8 @@ class Monitor:
         self._known: dict[str, _Known] = {}
         self._vault_failures = 0
         self._lock = threading.Lock()
+        if metrics is not None:
+            metrics.max_issuances.set(config.alerts.max_issuances_per_hour)
 
     # --- inputs -------------------------------------------------------------------------------
 

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 
 import hvac
 import pytest
+from hypothesis import HealthCheck, settings
 
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.devvault import DevVault
 from rotator.vault import VaultStore
+from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
 
 _counter = itertools.count()
+
+# CI machines have 2 cores and run servers beside the tests: generation speed is not under test.
+settings.register_profile("rotator", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("rotator")
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +80,21 @@ def vault_space(dev_vault: DevVault, request: pytest.FixtureRequest) -> Iterator
     root = hvac.Client(url=dev_vault.addr, token=dev_vault.root_token, timeout=10)
     yield VaultSpace(dev_vault, f"{tag}/src", f"{tag}/out", root)
     root.adapter.close()
+
+
+@pytest.fixture(scope="session")
+def alertmanager() -> Iterator[Alertmanager]:
+    with Alertmanager() as manager:
+        yield manager
+
+
+@pytest.fixture
+def webhook() -> Iterator[RecordingServer]:
+    with RecordingServer() as server:
+        yield server
+
+
+@pytest.fixture
+def envelope_sink() -> Iterator[EnvelopeSink]:
+    with EnvelopeSink() as sink:
+        yield sink
