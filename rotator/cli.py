@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    common.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object per line, for log shippers",
+    )
     parser = argparse.ArgumentParser(
         prog="rotator",
         description="Exchange long-lived API tokens in Vault for short-lived access tokens.",
@@ -70,10 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Log to stderr through the redacting filter; quiet APScheduler's per-job chatter."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     install_filter(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -83,7 +108,7 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     try:
         if args.verb == "demo":
             from rotator.demo import run_demo  # noqa: PLC0415 - needs the optional demo extra

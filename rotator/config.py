@@ -323,10 +323,20 @@ def _auth(auth: dict[str, Any], environ: Mapping[str, str]) -> VaultAuthConfig:
         return VaultAuthConfig(**auth, env_token=env_token)
     if "token_file" in auth:
         raise ConfigError("vault.auth.token_file: not used with method 'approle'")
+    # systemd's LoadCredential= puts files in $CREDENTIALS_DIRECTORY: `secret-id` and `role-id`
+    # there are used when the file does not name them.
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        auth.setdefault("secret_id_file", Path(credentials) / "secret-id")
+        if "role_id" not in auth:
+            auth.setdefault("role_id_file", Path(credentials) / "role-id")
     if ("role_id" in auth) == ("role_id_file" in auth):
         raise ConfigError("vault.auth.role_id: give exactly one of role_id, role_id_file")
     if "secret_id_file" not in auth:
-        raise ConfigError("vault.auth.secret_id_file: required for method 'approle'")
+        raise ConfigError(
+            "vault.auth.secret_id_file: required for method 'approle' "
+            "(or a `secret-id` credential in $CREDENTIALS_DIRECTORY)"
+        )
     return VaultAuthConfig(**auth)
 
 

@@ -29,9 +29,11 @@ from typing import Protocol
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from rotator.errors import VaultError
+from rotator import policy
+from rotator.errors import ConfigError, VaultAuthError, VaultError
 from rotator.monitor import Monitor
 from rotator.rotation import Outcome, Rotator
+from rotator.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +59,13 @@ class Daemon:
         monitor: Monitor | None = None,
         check_ins: CheckIns | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.rotator = rotator
         self.monitor = monitor or Monitor(rotator.config)
+        self.systemd = systemd or SystemdNotifier({})
         self._check_ins = check_ins
+        self._token_failures = 0
         self._clock = clock
         config = rotator.config
         self._scheduler = BackgroundScheduler(
@@ -101,15 +106,52 @@ class Daemon:
             max_instances=1,
             next_run_time=self._clock() + timedelta(seconds=MIN_RESCHEDULE_SECONDS),
         )
+        self._scheduler.add_job(
+            self._maintain_vault_token,
+            "date",
+            run_date=self._clock() + timedelta(seconds=MIN_RESCHEDULE_SECONDS),
+            id="vault-token",
+        )
+        if self.systemd.watchdog_seconds:
+            # Pinged from a scheduler job, so a wedged scheduler stops the pings and systemd
+            # restarts the service.
+            self._scheduler.add_job(
+                self.systemd.watchdog,
+                "interval",
+                seconds=max(0.5, self.systemd.watchdog_seconds / 2),
+                id="watchdog",
+                max_instances=1,
+                next_run_time=self._clock(),
+            )
         self._apply_discovery(names)
         logger.info(
             "rotator started: %d tokens under %s", len(names), self.rotator.store.source_prefix
         )
+        self.systemd.ready(f"{len(names)} tokens; first check pending")
 
     def stop(self, wait: bool = True) -> None:
         """Stop scheduling; with `wait`, return only after in-flight jobs finished."""
         logger.info("stopping; waiting for in-flight work" if wait else "stopping")
+        self.systemd.stopping()
         self._scheduler.shutdown(wait=wait)
+
+    def reload(self, rotator: Rotator) -> None:
+        """Carry on with a rotator built from a new config (SIGHUP): tokens keep their jobs and
+        their Vault state, so nothing valid is re-issued; the periodic jobs take the new
+        intervals."""
+        self.systemd.reloading(time.monotonic_ns() // 1000)
+        self.rotator = rotator
+        self.monitor.config = rotator.config
+        schedule = rotator.config.schedule
+        self._scheduler.reschedule_job(
+            "discover", trigger="interval", seconds=schedule.discovery_interval_seconds
+        )
+        self._scheduler.reschedule_job(
+            "check", trigger="interval", seconds=schedule.check_interval_seconds
+        )
+        self._discover()
+        self.systemd.ready("configuration reloaded")
+        logger.info("configuration reloaded")
 
     @property
     def running(self) -> bool:
@@ -139,6 +181,9 @@ class Daemon:
                 if name not in self._names:
                     return
                 self.last_outcomes[name] = outcome
+                if outcome.state == "refreshed":
+                    # Our own write: the next check learns the new version without a second look.
+                    self._seen_versions.pop(name, None)
             if outcome.state == "gone":
                 self._drop(name)
                 return
@@ -203,7 +248,9 @@ class Daemon:
             if running:
                 pass  # its job re-adds itself when done
             elif self._scheduler.get_job(_job_id(name)) is None:
-                logger.warning("token %s: had no scheduled job; re-adding", name)
+                # Normal for the instant between a job firing and its thread starting; anything
+                # longer would be a lost job, and this puts it back.
+                logger.debug("token %s: no scheduled job; adding one", name)
                 self._schedule(name, now)
             elif previous is not None and previous != version:
                 logger.info("token %s: output is now version %d; looking at it now", name, version)
@@ -213,7 +260,60 @@ class Daemon:
             self.monitor.check_token(name, metadata)
         self.monitor.cycle_done(len(names))
         self.monitor.repeat()
+        self.systemd.status(self._status_line(names))
         return True
+
+    def _status_line(self, names: list[str]) -> str:
+        with self._lock:
+            outcomes = [self.last_outcomes[n] for n in names if n in self.last_outcomes]
+        failing = sum(1 for outcome in outcomes if not outcome.healthy)
+        upcoming = [o.next_at for o in outcomes if o.healthy]
+        next_refresh = f"; next refresh {min(upcoming):%H:%M:%S} UTC" if upcoming else ""
+        return f"{len(names)} tokens, {failing} failing{next_refresh}"
+
+    def _maintain_vault_token(self) -> None:
+        """Renew rotator's own Vault token at about two thirds of its TTL, log in again when it
+        cannot be renewed (or was revoked), re-read a rewritten token file; back off on failure,
+        never a fast loop."""
+        store = self.rotator.store
+        delay = 60.0
+        try:
+            if store.token_file_changed():
+                logger.info("vault token file changed; reading it again")
+                store.login_again()
+            try:
+                info = store.token_info()
+            except VaultAuthError:
+                logger.warning("Vault refuses rotator's token; logging in again")
+                store.login_again()
+                info = store.token_info()
+            action = policy.vault_token_action(info.ttl, info.creation_ttl, info.renewable)
+            if action == "renew":
+                ttl = store.renew_token()
+                logger.info("renewed rotator's Vault token; %ds left", ttl)
+                if policy.renewal_fell_short(ttl, info.creation_ttl):
+                    action = "login"
+            if action == "login":
+                logger.info("logging in to Vault again (token not renewable or at its max TTL)")
+                store.login_again()
+                info = store.token_info()
+            self._token_failures = 0
+            delay = policy.vault_token_check_delay(info.creation_ttl)
+        except (VaultError, ConfigError) as exc:
+            self._token_failures += 1
+            delay = policy.backoff_delay("transient", self._token_failures, 60.0, 0.5)
+            logger.warning(
+                "maintaining rotator's Vault token failed (%s); retry in %.0fs", exc, delay
+            )
+        finally:
+            if self.running:
+                self._scheduler.add_job(
+                    self._maintain_vault_token,
+                    "date",
+                    run_date=self._clock() + timedelta(seconds=delay),
+                    id="vault-token",
+                    replace_existing=True,
+                )
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -255,22 +355,33 @@ def run_forever(
     stop: threading.Event | None = None,
     on_idle: Callable[[], None] | None = None,
     idle_seconds: float = 1.0,
+    on_reload: Callable[[], None] | None = None,
 ) -> int:
     """Start `daemon`, block until SIGTERM, SIGINT or `stop`, drain, return 0.
 
-    The only place that installs signal handlers. `on_idle` is called every `idle_seconds` on the
-    main thread while the daemon runs (the demo draws its table there).
+    The only place that installs signal handlers. SIGHUP calls `on_reload` on the main thread
+    (never inside the handler). `on_idle` is called every `idle_seconds` on the main thread while
+    the daemon runs (the demo draws its table there).
     """
     stop = stop or threading.Event()
+    reload_requested = threading.Event()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s", signal.Signals(signum).name)
-        stop.set()
+        if signum == signal.SIGHUP:
+            reload_requested.set()
+        else:
+            stop.set()
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
     try:
         daemon.start()
-        while not stop.wait(idle_seconds):
+        while not stop.wait(idle_seconds if on_idle is not None else 0.2):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                if on_reload is not None:
+                    on_reload()
             if on_idle is not None:
                 on_idle()
     finally:

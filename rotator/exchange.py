@@ -111,7 +111,9 @@ class TokenExchanger:
                 f"cannot reach the token endpoint for {source.name!r} ({type(exc).__name__})"
             ) from None
         with response:
-            issued_at = self._clock()
+            # Whole seconds, as the output secret stores it: the token rotator holds in memory
+            # and the one it reads back from Vault must schedule identically.
+            issued_at = self._clock().replace(microsecond=0)
             status = response.status_code
             what = f"token endpoint answered {status} for {source.name!r}"
             if 300 <= status < 400:

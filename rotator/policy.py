@@ -179,3 +179,27 @@ def issuance_allowed_at(
     if len(recent) < max_per_hour:
         return None
     return recent[-max_per_hour] + ISSUANCE_WINDOW
+
+
+def vault_token_action(ttl: float, creation_ttl: float, renewable: bool) -> str:
+    """What rotator's own Vault token needs now: "none", "renew" or "login".
+
+    Renew once two thirds of the token's TTL have passed; a token that cannot be renewed is
+    replaced by logging in again. A token without a TTL (`creation_ttl` 0) needs nothing.
+    """
+    if creation_ttl <= 0 or ttl > creation_ttl / 3:
+        return "none"
+    return "renew" if renewable else "login"
+
+
+def renewal_fell_short(new_ttl: float, creation_ttl: float) -> bool:
+    """True when a renewal left the token with no more than a third of its TTL: it reached its
+    max TTL, and only a new login helps."""
+    return new_ttl <= creation_ttl / 3
+
+
+def vault_token_check_delay(creation_ttl: float) -> float:
+    """Seconds between looks at rotator's own token: six per TTL, within [1, 60]."""
+    if creation_ttl <= 0:
+        return 60.0
+    return min(60.0, max(1.0, creation_ttl / 6))

@@ -9,23 +9,28 @@ Sentry.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import requests
 from prometheus_client import CollectorRegistry
 
+from rotator import config as config_module
 from rotator import sentry
 from rotator.config import Config
 from rotator.daemon import Daemon, run_forever
+from rotator.errors import ConfigError, VaultError
 from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
 from rotator.monitor import Monitor
 from rotator.notify import AlertmanagerSink, Notifier, Sink, WebhookSink
 from rotator.redact import SECRETS
 from rotator.rotation import Rotator
+from rotator.systemd import SystemdNotifier
 from rotator.vault import VaultStore
 
 logger = logging.getLogger(__name__)
@@ -81,17 +86,56 @@ def run_service(
     if config.alerts.sentry_dsn:
         interval = config.schedule.check_interval_seconds
         check_ins = sentry.CronMonitor(interval, max_runtime_seconds=interval)
-    daemon = Daemon(rotator, monitor, check_ins)
+    daemon = Daemon(rotator, monitor, check_ins, systemd=SystemdNotifier())
     server = None
     if config.metrics.listen:
         server = MetricsServer(config.metrics.listen, registry, daemon.is_healthy).start()
     try:
         idle = (lambda: on_idle(daemon)) if on_idle is not None else None
-        return run_forever(daemon, stop, on_idle=idle, idle_seconds=idle_seconds)
+        return run_forever(
+            daemon,
+            stop,
+            on_idle=idle,
+            idle_seconds=idle_seconds,
+            on_reload=lambda: reload(daemon, config.path, monitor),
+        )
     finally:
         if server is not None:
             server.stop()
         monitor.close()
-        rotator.exchanger.close()
+        daemon.rotator.exchanger.close()
         if config.alerts.sentry_dsn:
             sentry.flush()
+
+
+def reload(daemon: Daemon, path: Path | None, monitor: Monitor) -> None:
+    """SIGHUP: load the config file again and carry on with it. A config that does not load,
+    or credentials Vault refuses, are logged and the running configuration stays."""
+    if path is None:
+        logger.warning("reload ignored: this daemon was not started from a config file")
+        return
+    try:
+        config = config_module.load(path, os.environ)
+        fresh = build_rotator(config)
+    except (ConfigError, VaultError) as exc:
+        logger.error("reload rejected, keeping the running configuration: %s", exc)
+        return
+    if _needs_restart(daemon.rotator.config, config):
+        logger.warning(
+            "reload: [metrics], [alerts] sinks and exchange.max_workers take effect on restart"
+        )
+    old = daemon.rotator
+    fresh.adopt(old)
+    fresh.on_exchange = monitor.record_exchange
+    daemon.reload(fresh)
+    old.exchanger.close()
+
+
+def _needs_restart(old: Config, new: Config) -> bool:
+    return (
+        old.metrics != new.metrics
+        or old.alerts.webhook_urls != new.alerts.webhook_urls
+        or old.alerts.alertmanager_url != new.alerts.alertmanager_url
+        or old.alerts.sentry_dsn != new.alerts.sentry_dsn
+        or old.exchange.max_workers != new.exchange.max_workers
+    )

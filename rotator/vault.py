@@ -62,6 +62,15 @@ class SecretVersion:
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """rotator's own Vault token: seconds left, its TTL when created, whether renewable."""
+
+    ttl: float
+    creation_ttl: float
+    renewable: bool
+
+
+@dataclass(frozen=True)
 class OutputMetadata:
     """An output secret's KV metadata. Holds no secret values."""
 
@@ -126,6 +135,8 @@ class VaultStore:
     """KV v2 access for one mount, source prefix and output prefix."""
 
     def __init__(self, client: hvac.Client, mount: str, source_prefix: str, output_prefix: str):
+        self._auth_config: VaultConfig | None = None
+        self._token_file_stamp: tuple[int, int, int] | None = None
         self._client = client
         self._kv = client.secrets.kv.v2
         self.mount = mount
@@ -159,18 +170,22 @@ class VaultStore:
         return store
 
     def login(self, config: VaultConfig) -> None:
-        """Authenticate. token: VAULT_TOKEN or token_file; approle: `auth/approle/login`."""
+        """Authenticate, and remember how for `login_again`.
+
+        token: `VAULT_TOKEN` or `token_file` (checked with `GET auth/token/lookup-self`);
+        approle: `POST auth/approle/login` with role_id and the secret-id file's content.
+        """
+        self._auth_config = config
         auth = config.auth
         if auth.method == "token":
-            token = (
-                _read_secret_file(auth.token_file, "vault.auth.token_file")
-                if auth.token_file
-                else auth.env_token
-            )
+            if auth.token_file:
+                self._token_file_stamp = _stamp(auth.token_file)
+                token = _read_secret_file(auth.token_file, "vault.auth.token_file")
+            else:
+                token = auth.env_token or ""
             SECRETS.register(token)
             self._client.token = token
-            with _mapped("look up", "auth/token/lookup-self"):
-                self._client.auth.token.lookup_self()
+            self.token_info()
             return
         role_id = auth.role_id or _read_secret_file(auth.role_id_file, "vault.auth.role_id_file")
         secret_id = _read_secret_file(auth.secret_id_file, "vault.auth.secret_id_file")
@@ -179,13 +194,40 @@ class VaultStore:
             self._client.auth.approle.login(role_id=role_id, secret_id=secret_id)
         SECRETS.register(self._client.token)
 
-    def token_ttl(self) -> float:
-        """Seconds left on rotator's own Vault token (0: it does not expire), from
-        `GET auth/token/lookup-self`. Raises VaultUnavailable or VaultAuthError: this is the
-        daemon's health probe of Vault."""
+    def login_again(self) -> None:
+        """Log in anew the way `login` did (approle), or re-read the token file."""
+        if self._auth_config is None:
+            raise VaultAuthError("no login to repeat")
+        self.login(self._auth_config)
+
+    def token_file_changed(self) -> bool:
+        """True when the configured token_file was rewritten since it was read (a Vault Agent
+        sink renews it that way)."""
+        config = self._auth_config
+        if config is None or config.auth.method != "token" or config.auth.token_file is None:
+            return False
+        return _stamp(config.auth.token_file) != self._token_file_stamp
+
+    def token_info(self) -> TokenInfo:
+        """rotator's own token as Vault sees it (`GET auth/token/lookup-self`). Raises
+        VaultUnavailable or VaultAuthError: this is also the daemon's health probe of Vault."""
         with _mapped("look up", "auth/token/lookup-self"):
-            response = self._client.auth.token.lookup_self()
-        return float(response["data"].get("ttl") or 0)
+            data = self._client.auth.token.lookup_self()["data"]
+        return TokenInfo(
+            ttl=float(data.get("ttl") or 0),
+            creation_ttl=float(data.get("creation_ttl") or 0),
+            renewable=bool(data.get("renewable")),
+        )
+
+    def renew_token(self) -> float:
+        """Renew rotator's own token (`POST auth/token/renew-self`); returns its new TTL."""
+        with _mapped("renew", "auth/token/renew-self"):
+            response = self._client.auth.token.renew_self()
+        return float(response["auth"].get("lease_duration") or 0)
+
+    def token_ttl(self) -> float:
+        """Seconds left on rotator's own token (0: it does not expire)."""
+        return self.token_info().ttl
 
     def is_up(self) -> bool:
         """True when Vault answers, is unsealed and accepts rotator's token (`sys/health`)."""
@@ -359,6 +401,14 @@ def _data_fingerprint(secret: SecretVersion) -> str:
 
 class _NotFound(Exception):
     """Internal: the route answered 404. Never leaves this module."""
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_ino, stat.st_size)
 
 
 def _read_secret_file(path: Path | None, key: str) -> str:

@@ -87,11 +87,13 @@ class Rig:
             check=False,
         )
 
-    def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("wb") as sink:
             return subprocess.Popen(
                 [str(ROTATOR), *args, "--config", str(self.config_path)],
-                env=self.env(),
+                env=self.env() | (env or {}),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Prepare Vault (or OpenBao) for rotator: KV v2 at `secret/`, the AppRole auth method, the
+# `rotator` and `leanix-consumer` policies, and the `rotator` role. Writes the role-id and a new
+# secret-id (mode 0600) to OUT_DIR for placement on the ops host.
+#
+#   VAULT_ADDR=https://vault.example.com:8200 VAULT_TOKEN=<admin token> deploy/vault/bootstrap.sh
+#
+# Environment (all optional):
+#   VAULT_CLI      the CLI to use: vault or bao (default: whichever is on PATH)
+#   OUT_DIR        where role-id and secret-id are written (default: ./rotator-credentials)
+#   TOKEN_TTL      rotator's token TTL (default 1h; it renews at about two thirds of it)
+#   TOKEN_MAX_TTL  after this rotator logs in again (default 24h)
+#   SECRET_ID_TTL  how long the secret-id works (default 0 = no expiry; prefer a rotation plan)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cli="${VAULT_CLI:-$(command -v vault || command -v bao || true)}"
+[ -n "$cli" ] || { echo "bootstrap: neither vault nor bao is on PATH" >&2; exit 2; }
+out="${OUT_DIR:-./rotator-credentials}"
+
+if ! "$cli" secrets list -format=json | grep -q '"secret/"'; then
+  "$cli" secrets enable -path=secret -version=2 kv
+fi
+if ! "$cli" auth list -format=json | grep -q '"approle/"'; then
+  "$cli" auth enable approle
+fi
+"$cli" policy write rotator "$here/rotator-policy.hcl"
+"$cli" policy write leanix-consumer "$here/consumer-policy.hcl"
+"$cli" write auth/approle/role/rotator \
+  token_policies=rotator \
+  token_ttl="${TOKEN_TTL:-1h}" \
+  token_max_ttl="${TOKEN_MAX_TTL:-24h}" \
+  secret_id_ttl="${SECRET_ID_TTL:-0}" \
+  token_no_default_policy=true >/dev/null
+
+umask 077
+mkdir -p "$out"
+"$cli" read -field=role_id auth/approle/role/rotator/role-id > "$out/role-id"
+"$cli" write -f -field=secret_id auth/approle/role/rotator/secret-id > "$out/secret-id"
+echo "bootstrap: role-id and secret-id written to $out (mode 0600)"

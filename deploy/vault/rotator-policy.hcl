@@ -1,0 +1,35 @@
+# Least privilege for rotator under the default mount (`secret`) and prefixes
+# (`leanix/api-tokens` for sources, `leanix/access-tokens` for outputs). Adjust the paths if you
+# change [vault] mount, source_prefix or output_prefix.
+
+# Discover API tokens: LIST on the source prefix and every folder below it.
+path "secret/metadata/leanix/api-tokens" {
+  capabilities = ["list"]
+}
+path "secret/metadata/leanix/api-tokens/*" {
+  capabilities = ["list"]
+}
+
+# Read API tokens (never write them).
+path "secret/data/leanix/api-tokens/*" {
+  capabilities = ["read"]
+}
+
+# Write access tokens with check-and-set, and read them back.
+path "secret/data/leanix/access-tokens/*" {
+  capabilities = ["create", "update", "read"]
+}
+
+# custom_metadata (expiry, writer fingerprint), max_versions, and the version history that
+# counts issuances per hour.
+path "secret/metadata/leanix/access-tokens/*" {
+  capabilities = ["create", "update", "read"]
+}
+
+# rotator's own token: look it up (health probe, TTL) and renew it.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

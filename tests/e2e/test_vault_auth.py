@@ -1,0 +1,152 @@
+"""AppRole end to end: Vault prepared by deploy/vault/bootstrap.sh, rotator holding only the
+policy from deploy/, short token TTLs so renewals and re-logins both happen during the run."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hvac
+import pytest
+
+from rotator.devvault import DevVault, bao_binary
+from rotator.standin import LeanIXStandIn
+from rotator.tokens import parse_time
+from tests.e2e.conftest import ROTATOR, _toml, wait_for
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+SOURCES, OUTPUTS = "leanix/api-tokens", "leanix/access-tokens"  # the policy's defaults
+
+
+@pytest.fixture
+def bootstrapped(tmp_path: Path) -> Iterator[tuple[DevVault, Path]]:
+    """A fresh dev server (the policy names the default prefixes) after bootstrap.sh ran."""
+    with DevVault() as vault:
+        env = os.environ | {
+            "VAULT_CLI": str(bao_binary()),
+            "BAO_ADDR": vault.addr,
+            "BAO_TOKEN": vault.root_token,
+            "VAULT_ADDR": vault.addr,
+            "VAULT_TOKEN": vault.root_token,
+            "OUT_DIR": str(tmp_path / "credentials"),
+            "TOKEN_TTL": "6s",
+            "TOKEN_MAX_TTL": "14s",
+        }
+        result = subprocess.run(
+            [str(DEPLOY / "vault" / "bootstrap.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        yield vault, tmp_path / "credentials"
+
+
+def _approle_client(vault: DevVault, credentials: Path) -> hvac.Client:
+    client = hvac.Client(url=vault.addr, timeout=10)
+    client.auth.approle.login(
+        role_id=(credentials / "role-id").read_text().strip(),
+        secret_id=(credentials / "secret-id").read_text().strip(),
+    )
+    return client
+
+
+def test_the_deploy_policy_refuses_writes_outside_its_paths(
+    bootstrapped: tuple[DevVault, Path],
+) -> None:
+    vault, credentials = bootstrapped
+    client = _approle_client(vault, credentials)
+    kv = client.secrets.kv.v2
+
+    kv.create_or_update_secret(f"{OUTPUTS}/allowed", secret={"x": "1"}, mount_point="secret")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        kv.create_or_update_secret(f"{SOURCES}/forged", secret={"x": "1"}, mount_point="secret")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        kv.create_or_update_secret("elsewhere/secret", secret={"x": "1"}, mount_point="secret")
+    client.adapter.close()
+
+
+def test_daemon_keeps_tokens_fresh_across_renewals_and_relogins(
+    bootstrapped: tuple[DevVault, Path], tmp_path: Path
+) -> None:
+    vault, credentials = bootstrapped
+    root = hvac.Client(url=vault.addr, token=vault.root_token, timeout=10)
+    with LeanIXStandIn(lifetime_seconds=8) as idp:
+        api_tokens = {}
+        for name in ("acme/prod", "acme/sandbox"):
+            api_tokens[name] = "api-" + secrets.token_urlsafe(24)
+            idp.add_token(api_tokens[name])
+            root.secrets.kv.v2.create_or_update_secret(
+                f"{SOURCES}/{name}",
+                secret={"api_token": api_tokens[name], "token_url": idp.token_url},
+                mount_point="secret",
+            )
+        config = tmp_path / "rotator.toml"
+        config.write_text(
+            _toml(
+                {
+                    "vault": {"addr": vault.addr},
+                    # role-id and secret-id from $CREDENTIALS_DIRECTORY, as under systemd.
+                    "vault.auth": {"method": "approle"},
+                    "exchange": {
+                        "allowed_hosts": ["127.0.0.1"],
+                        "insecure_http_hosts": ["127.0.0.1"],
+                    },
+                    "schedule": {"check_interval_seconds": 1, "discovery_interval_seconds": 5},
+                    # 8 s tokens refresh ~5 times in 30 s; the default cap (6/hour) would bite.
+                    "alerts": {"max_issuances_per_hour": 100},
+                    "metrics": {"listen": ""},
+                }
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env["CREDENTIALS_DIRECTORY"] = str(credentials)
+        log = tmp_path / "run.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [str(ROTATOR), "run", "--config", str(config)],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            # 30 s spans two max TTLs (14 s) and several renewals at 2/3 of the 6 s TTL.
+            deadline = time.monotonic() + 30
+            wait_for(lambda: _outputs(root) == 2, 20, "the first outputs")
+            while time.monotonic() < deadline:
+                for name in api_tokens:
+                    data = root.secrets.kv.v2.read_secret_version(
+                        f"{OUTPUTS}/{name}", mount_point="secret", raise_on_deleted_version=True
+                    )["data"]["data"]
+                    remaining = parse_time(data["expires_at"]).timestamp() - time.time()
+                    assert remaining > 0, f"{name}: consumer read an expired token"
+                assert process.poll() is None, "the daemon died"
+                time.sleep(0.5)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=20)
+            root.adapter.close()
+
+    text = log.read_text()
+    assert code == 0
+    assert "renewed rotator's Vault token" in text
+    assert "logging in to Vault again" in text
+    # Every refresh period (~6 s of 8 s tokens) was served: about 5 issuances per token in 30 s.
+    for api_token in api_tokens.values():
+        assert idp.issued_count(api_token) >= 4
+        assert api_token not in text
+
+
+def _outputs(root: hvac.Client) -> int:
+    try:
+        listing = root.secrets.kv.v2.list_secrets(f"{OUTPUTS}/acme", mount_point="secret")
+    except hvac.exceptions.InvalidPath:
+        return 0
+    return len(listing["data"]["keys"])
