@@ -275,7 +275,9 @@ class Rotator:
                 failures=failure.count,
             )
         self._failures.pop(name, None)
-        self._held.pop(name, None)
+        # Stay held after the write: if someone overwrites or deletes the output while the token
+        # is fresh, it is written back instead of exchanged anew (`_usable_held` drops it once due).
+        self._held[name] = token
         logger.info(
             "token %s: stored access token %s (%s), valid until %s, version %d",
             name,
@@ -400,6 +402,15 @@ class Rotator:
     def issuances_last_hour(self, name: str) -> int:
         """Output versions written in the last hour (from Vault's version history)."""
         return policy.issuances_in_window(self.store.output_history(name), self._clock())
+
+    def adopt(self, previous: Rotator) -> None:
+        """Take over a replaced rotator's memory (failures and backoff, held tokens), so a
+        reload neither forgets a backoff nor re-issues a token it already holds."""
+        with previous._guard:
+            failures, held = dict(previous._failures), dict(previous._held)
+        with self._guard:
+            self._failures.update(failures)
+            self._held.update(held)
 
     def forget(self, name: str) -> None:
         """Drop in-memory state for a token whose source is gone."""
