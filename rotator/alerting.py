@@ -168,6 +168,15 @@ class AlertBook:
             if (event := self.observe(kind, name, active=False, now=now)) is not None
         ]
 
+    def firing_events(self) -> list[AlertEvent]:
+        """A firing event for every active alert, as sinks that need a periodic re-post
+        (Alertmanager) receive them."""
+        with self._lock:
+            return [
+                AlertEvent("firing", kind, token, a.severity, a.summary, a.started_at)
+                for (kind, token), a in self._active.items()
+            ]
+
     def firing(self) -> dict[tuple[Kind, str | None], Severity]:
         """What fires right now, for metrics and status."""
         with self._lock:

@@ -130,8 +130,11 @@ class Monitor:
         self._publish(self.book.resolve_token(name, now))
 
     def repeat(self) -> None:
-        """Re-notify alerts still firing whose repeat interval has passed."""
+        """Re-notify alerts still firing whose repeat interval has passed, and re-post every
+        firing alert to sinks that forget them otherwise (Alertmanager)."""
         self._publish(self.book.due_repeats(self._clock()))
+        if self.notifier is not None:
+            self.notifier.refresh(self.book.firing_events())
 
     def close(self) -> None:
         if self.notifier is not None:

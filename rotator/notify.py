@@ -37,6 +37,8 @@ class SinkError(Exception):
 
 class Sink(Protocol):
     name: str
+    # True for sinks that forget firing alerts unless re-posted (Alertmanager).
+    wants_refresh: bool
 
     def send(self, event: AlertEvent) -> None:
         """Deliver one event or raise SinkError."""
@@ -79,6 +81,8 @@ def _iso(moment: datetime) -> str:
 
 
 class _HttpSink:
+    wants_refresh = False
+
     def __init__(self, url: str, session: requests.Session) -> None:
         self.url = url
         self._session = session
@@ -115,7 +119,10 @@ class WebhookSink(_HttpSink):
 
 class AlertmanagerSink(_HttpSink):
     """POSTs to Alertmanager's API v2. Firing alerts carry an `endsAt` a little past the next
-    expected re-send, so alerts of a daemon that died resolve by themselves."""
+    expected re-post (`Notifier.refresh`, every check), so the alerts of a daemon that died
+    resolve by themselves."""
+
+    wants_refresh = True
 
     def __init__(
         self, base_url: str, host: str, session: requests.Session, resend_every: timedelta
@@ -143,6 +150,7 @@ class Notifier:
         self._sleep = sleep
         self._on_result = on_result
         self._workers: list[tuple[queue.Queue[AlertEvent | None], threading.Thread]] = []
+        self._refreshing: list[tuple[Sink, queue.Queue[AlertEvent | None]]] = []
         for sink in sinks:
             inbox: queue.Queue[AlertEvent | None] = queue.Queue(QUEUE_LIMIT)
             thread = threading.Thread(
@@ -150,6 +158,8 @@ class Notifier:
             )
             thread.start()
             self._workers.append((inbox, thread))
+            if getattr(sink, "wants_refresh", False):
+                self._refreshing.append((sink, inbox))
 
     def publish(self, events: Sequence[AlertEvent]) -> None:
         """Queue events for every sink; never blocks (a full queue drops with a log line)."""
@@ -167,6 +177,15 @@ class Notifier:
                     inbox.put_nowait(event)
                 except queue.Full:
                     logger.error("alert queue full; dropped %s", event.kind.value)
+
+    def refresh(self, firing: Sequence[AlertEvent]) -> None:
+        """Re-post every firing alert to the sinks that forget them otherwise; no log lines."""
+        for sink, inbox in self._refreshing:
+            for event in firing:
+                try:
+                    inbox.put_nowait(event)
+                except queue.Full:
+                    logger.error("alert queue for %s full; refresh dropped", sink.name)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (up to `timeout` seconds), then stop the workers."""
