@@ -17,7 +17,10 @@ Issuing as little as possible (LeanIX asks clients not to request tokens while o
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -97,6 +100,8 @@ class Rotator:
         self.on_exchange = on_exchange
         self._clock = clock
         self._jitter = jitter
+        # Names this process in per-token claims; unique per process, stable for its life.
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._failures: dict[str, Failure] = {}
         self._held: dict[str, AccessToken] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -221,30 +226,50 @@ class Rotator:
         reason: str,
         force: bool,
     ) -> Outcome:
+        """Store a new token for `source`: a held one if still fresh, else a new exchange made
+        under this instance's claim, so that several instances issue one token between them."""
         name = source.name
         now = self._clock()
+        held = self._usable_held(name, source, now) if not force else None
+        if held is not None:
+            return self._store(source, held, current, previous, reason)
 
-        token = self._usable_held(name, source, now) if not force else None
-        if token is None:
-            allowed_at = policy.issuance_allowed_at(
-                self.store.output_history(name), now, self.config.alerts.max_issuances_per_hour
+        allowed_at = policy.issuance_allowed_at(
+            self.store.output_history(name), now, self.config.alerts.max_issuances_per_hour
+        )
+        if allowed_at is not None:
+            logger.warning(
+                "token %s: %d issuances in the last hour; next allowed at %s",
+                name,
+                self.config.alerts.max_issuances_per_hour,
+                allowed_at.isoformat(timespec="seconds"),
             )
-            if allowed_at is not None:
-                logger.warning(
-                    "token %s: %d issuances in the last hour; next allowed at %s",
-                    name,
-                    self.config.alerts.max_issuances_per_hour,
-                    allowed_at.isoformat(timespec="seconds"),
-                )
-                return Outcome(
-                    name,
-                    "capped",
-                    previous,
-                    allowed_at,
-                    reason,
-                    "issuance cap reached",
-                    capped_until=allowed_at,
-                )
+            return Outcome(
+                name,
+                "capped",
+                previous,
+                allowed_at,
+                reason,
+                "issuance cap reached",
+                capped_until=allowed_at,
+            )
+
+        lease = self._claim_lease()
+        if not self.store.claim(name, self.instance_id, now, lease):
+            logger.info("token %s: another rotator is refreshing it", name)
+            return Outcome(
+                name, "fresh" if previous else "failing", previous, now + lease, "claimed elsewhere"
+            )
+        try:
+            # Under the claim, look again: another instance may have stored a token between
+            # our first read and our claim (its claim ends only after its write).
+            latest = self.store.read_output(name)
+            if (latest.version if latest else 0) != (current.version if current else 0):
+                token, _ = _read_output(name, latest)
+                if token is not None and latest is not None and latest.written_by_rotator:
+                    decision = self._decide(name, now, token, True, source.version)
+                    if decision.action is Action.WAIT and not force:
+                        return Outcome(name, "fresh", token, decision.at, "refreshed elsewhere")
             started = time.monotonic()
             try:
                 token = self.exchanger.exchange(source)
@@ -254,7 +279,20 @@ class Rotator:
             self._exchanged(name, "success", started)
             SECRETS.register(token.access_token)
             self._held[name] = token
+            return self._store(source, token, latest, previous, reason)
+        finally:
+            self.store.release(name, self.instance_id)
 
+    def _store(
+        self,
+        source: Source,
+        token: AccessToken,
+        current: SecretVersion | None,
+        previous: AccessToken | None,
+        reason: str,
+    ) -> Outcome:
+        """Write `token` over `current` (check-and-set) and report the outcome."""
+        name = source.name
         try:
             version = self.store.write_output(
                 name, token, current, keep_versions=self._keep_versions()
@@ -435,6 +473,10 @@ class Rotator:
     def _exchanged(self, name: str, result: str, started: float) -> None:
         if self.on_exchange is not None:
             self.on_exchange(name, result, time.monotonic() - started)
+
+    def _claim_lease(self) -> timedelta:
+        # Long enough for an exchange (connect + read + body deadline) and the writes after it.
+        return timedelta(seconds=3 * self.config.exchange.timeout_seconds + 15)
 
     def _keep_versions(self) -> int:
         # Enough history to count a full hour of issuances, plus a few for inspection.

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from rotator.tokens import AccessToken, format_time, parse_time
 logger = logging.getLogger(__name__)
 
 VAULT_TIMEOUT_SECONDS = 10.0
+CLAIMS_ROOT = "rotator-claims"  # per-token claims between instances, under the same mount
 WRITER_ID = "rotator"
 
 
@@ -360,6 +361,59 @@ class VaultStore:
         """Creation times of the output's versions still kept, oldest first; empty when absent."""
         metadata = self.read_output_metadata(name)
         return metadata.history if metadata is not None else ()
+
+    # --- coordination between instances ---------------------------------------------------------
+
+    def claim(self, name: str, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Claim the right to exchange `name` for `lease`; False when another owner's claim is
+        still live or another owner claimed first.
+
+        A claim is a KV v2 secret at `<mount>/rotator-claims/<output_prefix>/<name>` holding the
+        owner and its expiry, written with check-and-set against the version read: of two
+        instances claiming at once, exactly one wins. A dead owner's claim lapses by itself.
+        """
+        path = self._claim_path(name)
+        existing = self._read(path)
+        if existing is not None and existing.data.get("owner") != owner:
+            try:
+                until = parse_time(str(existing.data.get("until", "")))
+            except ValueError:
+                until = now  # unreadable: treat as lapsed
+            if until > now:
+                return False
+        try:
+            self._call(
+                "claim",
+                path,
+                self._kv.create_or_update_secret,
+                secret={"owner": owner, "until": format_time(now + lease)},
+                cas=existing.version if existing is not None else 0,
+            )
+        except VaultConflict:
+            return False
+        if existing is None:
+            self._call("write metadata of", path, self._kv.update_metadata, max_versions=2)
+        return True
+
+    def release(self, name: str, owner: str) -> None:
+        """End `owner`'s claim on `name` early; best effort (a claim lapses anyway)."""
+        path = self._claim_path(name)
+        try:
+            existing = self._read(path)
+            if existing is None or existing.data.get("owner") != owner:
+                return
+            self._call(
+                "release",
+                path,
+                self._kv.create_or_update_secret,
+                secret={"owner": owner, "until": "1970-01-01T00:00:00Z"},
+                cas=existing.version,
+            )
+        except VaultError as exc:
+            logger.debug("releasing the claim on %s failed: %s", name, exc)
+
+    def _claim_path(self, name: str) -> str:
+        return f"{CLAIMS_ROOT}/{self.output_prefix}/{name}"
 
     def write_source(self, name: str, data: Mapping[str, Any]) -> int:
         """Create or replace a source secret (for `rotator demo`); returns its version."""

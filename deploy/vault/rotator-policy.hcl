@@ -33,3 +33,11 @@ path "auth/token/lookup-self" {
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
+
+# Per-token claims, so that several rotator instances exchange each token once between them.
+path "secret/data/rotator-claims/leanix/access-tokens/*" {
+  capabilities = ["create", "update", "read"]
+}
+path "secret/metadata/rotator-claims/leanix/access-tokens/*" {
+  capabilities = ["create", "update"]
+}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -206,3 +208,37 @@ def test_a_sealed_vault_is_unavailable_and_not_up() -> None:
         assert not store.is_up()
         with pytest.raises(VaultUnavailable):
             store.list_sources()
+
+
+def test_a_claim_excludes_other_owners_until_it_lapses(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    lease = timedelta(seconds=30)
+
+    assert store.claim("alpha", "one", NOW, lease)
+    assert not store.claim("alpha", "two", NOW + timedelta(seconds=29), lease)
+    assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease)
+
+
+def test_a_released_claim_can_be_taken_at_once(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    lease = timedelta(seconds=30)
+    assert store.claim("alpha", "one", NOW, lease)
+
+    store.release("alpha", "one")
+
+    assert store.claim("alpha", "two", NOW, lease)
+
+
+def test_of_two_simultaneous_claims_exactly_one_wins(vault_space: VaultSpace) -> None:
+    lease = timedelta(seconds=30)
+    stores = [vault_space.store() for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+
+    def claim(index: int) -> bool:
+        barrier.wait()
+        return stores[index].claim("alpha", f"owner-{index}", NOW, lease)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        results = list(pool.map(claim, range(len(stores))))
+
+    assert results.count(True) == 1

@@ -1,0 +1,64 @@
+"""Several `rotator run` against one Vault behave like one: each token is exchanged once per
+refresh period in total, and when an instance dies the others carry on."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import Rig, remaining_seconds, wait_for
+
+LIFETIME = 10  # seconds: a refresh about every 7.5-8 s
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=20)
+
+
+def _stored(log: Path) -> int:
+    return len(re.findall(r"stored access token", log.read_text()))
+
+
+def test_two_instances_exchange_each_token_once_per_period_and_survive_one_dying(
+    rig: Rig, tmp_path: Path
+) -> None:
+    rig.idp.lifetime_seconds = LIFETIME
+    rig.write_config(schedule={"check_interval_seconds": 2, "discovery_interval_seconds": 5})
+    names = [f"fleet/token-{index}" for index in range(6)]
+    for name in names:
+        rig.add_token(name)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first, second = (rig.start("run", log=log) for log in logs)
+    try:
+        wait_for(lambda: all(rig.output(n) for n in names), 20, "first outputs")
+        started = time.monotonic()
+        while time.monotonic() - started < 24:
+            for name in names:
+                fields = rig.output(name)
+                assert fields is not None and remaining_seconds(fields) > 0, name
+            time.sleep(0.5)
+        # One instance alone would issue about 1 + 24 / 7.75 ≈ 4 per token; two uncoordinated
+        # instances would issue twice that.
+        for name in names:
+            assert rig.issued(name) <= 5, (name, rig.issued(name))
+        assert _stored(logs[0]) > 0 and _stored(logs[1]) > 0, "one instance did all the work"
+
+        first.kill()  # no goodbye: its claims must lapse by themselves
+        first.wait(timeout=10)
+        issued_before = {name: rig.issued(name) for name in names}
+        later = time.monotonic()
+        while time.monotonic() - later < 2 * LIFETIME:
+            for name in names:
+                fields = rig.output(name)
+                assert fields is not None and remaining_seconds(fields) > 0, name
+            time.sleep(0.5)
+        for name in names:
+            assert rig.issued(name) > issued_before[name], f"{name} was not taken over"
+    finally:
+        _stop(first)
+        assert _stop(second) == 0
