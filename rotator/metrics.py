@@ -81,7 +81,9 @@ class RotatorMetrics:
         for gauge in (self.expires, self.healthy, self.issuances):
             with contextlib.suppress(KeyError):
                 gauge.remove(token)
-        for result in ("success", "rejected", "rate_limited", "transient", "invalid_source"):
+        # Every result rotation reports: "success" and each of policy.BACKOFF_BASE's kinds.
+        results = ("success", "rejected", "rate_limited", "transient", "refused", "invalid_source")
+        for result in results:
             with contextlib.suppress(KeyError):
                 self.exchanges.remove(token, result)
 

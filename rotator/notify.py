@@ -112,6 +112,9 @@ class WebhookSink(_HttpSink):
     def __init__(self, url: str, host: str, session: requests.Session) -> None:
         super().__init__(url, session)
         self._host = host
+        # The path is often the secret, and urllib3 logs it (without the host) at DEBUG.
+        parts = urlsplit(url)
+        SECRETS.register(parts.path, parts.query)
 
     def send(self, event: AlertEvent) -> None:
         self._post(webhook_payload(event, self._host))

@@ -41,7 +41,8 @@ def init(dsn: str, host: str, transport: Any = None) -> None:
         "server_name": host,
         "before_send": _scrub,
         "before_breadcrumb": _scrub,
-        "send_default_pii": False,
+        # PII stays off (the default); `send_default_pii` is not passed: recent sentry-sdk 2.x
+        # releases deprecate it (a DeprecationWarning at init) for `data_collection`.
         "include_local_variables": False,
         "max_request_body_size": "never",
         "shutdown_timeout": 5,
@@ -61,6 +62,7 @@ class SentrySink:
     """Alert sink: firing alerts become Sentry events; resolutions become breadcrumbs."""
 
     name = "sentry"
+    wants_refresh = False
 
     def __init__(self, host: str) -> None:
         self._host = host
