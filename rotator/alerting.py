@@ -235,7 +235,10 @@ def token_observations(outcome: Outcome, now: datetime) -> list[Observation]:
             say(Kind.API_TOKEN_REJECTED, True, Severity.CRITICAL, outcome.error or "")
         elif kind_of_error == "vault_write":
             say(Kind.VAULT_WRITE_FAILED, True, Severity.CRITICAL, outcome.error or "")
-        elif outcome.reason != "vault" and outcome.failures >= EXCHANGE_FAILED_AFTER:
+        elif (
+            outcome.reason not in ("vault", "vault_auth")
+            and outcome.failures >= EXCHANGE_FAILED_AFTER
+        ):
             text = f"{outcome.error} ({outcome.failures} attempts in a row)"
             say(Kind.EXCHANGE_FAILED, True, Severity.WARNING, text)
 

@@ -187,6 +187,10 @@ class Daemon:
             if outcome.state == "gone":
                 self._drop(name)
                 return
+            if outcome.reason == "vault_auth":
+                # Vault refused our token (revoked, expired): log in again now, not at the next
+                # routine look; that job keeps its own backoff, so this cannot loop fast.
+                self._wake_token_job()
             self._schedule(name, outcome.next_at)
         finally:
             with self._lock:
@@ -270,6 +274,11 @@ class Daemon:
         upcoming = [o.next_at for o in outcomes if o.healthy]
         next_refresh = f"; next refresh {min(upcoming):%H:%M:%S} UTC" if upcoming else ""
         return f"{len(names)} tokens, {failing} failing{next_refresh}"
+
+    def _wake_token_job(self) -> None:
+        job = self._scheduler.get_job("vault-token")
+        if job is not None and self._token_failures == 0:
+            job.modify(next_run_time=self._clock())
 
     def _maintain_vault_token(self) -> None:
         """Renew rotator's own Vault token at about two thirds of its TTL, log in again when it

@@ -35,6 +35,7 @@ from rotator.errors import (
     RateLimited,
     RotatorError,
     SourceError,
+    VaultAuthError,
     VaultConflict,
     VaultError,
 )
@@ -126,7 +127,7 @@ class Rotator:
                     "failing",
                     None,
                     failure.retry_at,
-                    "vault",
+                    "vault_auth" if isinstance(exc, VaultAuthError) else "vault",
                     str(exc),
                     "transient",
                     failures=failure.count,
