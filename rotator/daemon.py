@@ -17,6 +17,7 @@ work. `run_forever` owns the signal handlers: SIGTERM and SIGINT stop the daemon
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from types import FrameType
 from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rotator import policy
@@ -80,6 +82,8 @@ class Daemon:
         self._seen_versions: dict[str, int] = {}
         self._in_flight: set[str] = set()  # tokens whose job runs now (and so is not scheduled)
         self._lock = threading.Lock()
+        self._gate = threading.RLock()  # see _on_scheduler
+        self._stopping = False
         self._last_check: float | None = None  # monotonic time the last check finished
         self.last_outcomes: dict[str, Outcome] = {}
 
@@ -133,6 +137,8 @@ class Daemon:
         """Stop scheduling; with `wait`, return only after in-flight jobs finished."""
         logger.info("stopping; waiting for in-flight work" if wait else "stopping")
         self.systemd.stopping()
+        with self._gate:
+            self._stopping = True
         self._scheduler.shutdown(wait=wait)
 
     def reload(self, rotator: Rotator) -> None:
@@ -181,9 +187,9 @@ class Daemon:
                 if name not in self._names:
                     return
                 self.last_outcomes[name] = outcome
-                if outcome.state == "refreshed":
-                    # Our own write: the next check learns the new version without a second look.
-                    self._seen_versions.pop(name, None)
+                # Our own writes are not forgotten from `_seen_versions`: the next check then
+                # takes one (read-only) look at the new version, which is how a foreign write
+                # landing right after ours is caught, and how a restore resolves foreign_write.
             if outcome.state == "gone":
                 self._drop(name)
                 return
@@ -251,7 +257,7 @@ class Daemon:
             expires_at = metadata.expires_at if metadata else None
             if running:
                 pass  # its job re-adds itself when done
-            elif self._scheduler.get_job(_job_id(name)) is None:
+            elif not self._has_job(_job_id(name)):
                 # Normal for the instant between a job firing and its thread starting; anything
                 # longer would be a lost job, and this puts it back.
                 logger.debug("token %s: no scheduled job; adding one", name)
@@ -276,9 +282,10 @@ class Daemon:
         return f"{len(names)} tokens, {failing} failing{next_refresh}"
 
     def _wake_token_job(self) -> None:
-        job = self._scheduler.get_job("vault-token")
-        if job is not None and self._token_failures == 0:
-            job.modify(next_run_time=self._clock())
+        if self._token_failures == 0:
+            self._on_scheduler(
+                lambda: self._scheduler.modify_job("vault-token", next_run_time=self._clock())
+            )
 
     def _maintain_vault_token(self) -> None:
         """Renew rotator's own Vault token at about two thirds of its TTL, log in again when it
@@ -315,14 +322,15 @@ class Daemon:
                 "maintaining rotator's Vault token failed (%s); retry in %.0fs", exc, delay
             )
         finally:
-            if self.running:
-                self._scheduler.add_job(
+            self._on_scheduler(
+                lambda: self._scheduler.add_job(
                     self._maintain_vault_token,
                     "date",
                     run_date=self._clock() + timedelta(seconds=delay),
                     id="vault-token",
                     replace_existing=True,
                 )
+            )
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -331,26 +339,44 @@ class Daemon:
         with self._lock:
             if name not in self._names:
                 return
-        self._scheduler.add_job(
-            self._tick,
-            "date",
-            run_date=max(when, earliest),
-            args=[name],
-            id=_job_id(name),
-            name=f"rotate {name}",
-            executor="exchange",
-            replace_existing=True,
-            max_instances=2,
+        self._on_scheduler(
+            lambda: self._scheduler.add_job(
+                self._tick,
+                "date",
+                run_date=max(when, earliest),
+                args=[name],
+                id=_job_id(name),
+                name=f"rotate {name}",
+                executor="exchange",
+                replace_existing=True,
+                max_instances=2,
+            )
         )
+
+    def _on_scheduler(self, action: Callable[[], object]) -> None:
+        """Run `action` on the scheduler unless stopping has begun.
+
+        APScheduler's shutdown(wait=True) holds its job store lock while it waits for running
+        jobs, so a job that touched the scheduler then would deadlock the shutdown. Jobs go
+        through here; `stop` closes the gate before shutting down.
+        """
+        with self._gate:
+            if self._stopping:
+                return
+            with contextlib.suppress(JobLookupError):  # the job ran and went meanwhile
+                action()
+
+    def _has_job(self, job_id: str) -> bool:
+        found: list[object] = []
+        self._on_scheduler(lambda: found.append(self._scheduler.get_job(job_id)))
+        return bool(found and found[0] is not None)
 
     def _drop(self, name: str) -> None:
         with self._lock:
             self._names.discard(name)
             self._seen_versions.pop(name, None)
             self.last_outcomes.pop(name, None)
-        job = self._scheduler.get_job(_job_id(name))
-        if job is not None:
-            job.remove()
+        self._on_scheduler(lambda: self._scheduler.remove_job(_job_id(name)))
         self.rotator.forget(name)
         self.monitor.token_removed(name)
 
