@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from rotator import config as config_module
 from rotator.cli import report
 from rotator.daemon import Daemon
-from rotator.devvault import DevVault
+from rotator.devvault import DevVault, free_port
 from rotator.redact import install_filter
 from rotator.service import build_rotator, run_service
 from rotator.standin import LeanIXStandIn
@@ -61,6 +61,7 @@ def run_demo(duration: float | None = None) -> int:
     install_filter(recent)
     root.addHandler(recent)
 
+    metrics_port = free_port()
     with DevVault() as vault, LeanIXStandIn(lifetime_seconds=DEMO_LIFETIME_SECONDS) as standin:
         config = config_module.parse(
             {
@@ -75,7 +76,10 @@ def run_demo(duration: float | None = None) -> int:
                     "max_backoff_seconds": 20,
                 },
                 "schedule": {"check_interval_seconds": 10, "discovery_interval_seconds": 15},
-                "metrics": {"listen": ""},
+                # 30 s tokens refresh ~150 times an hour; the production default (6) would
+                # cap them after a few minutes.
+                "alerts": {"max_issuances_per_hour": 200},
+                "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
             },
             {"VAULT_TOKEN": vault.root_token},
         )
@@ -88,7 +92,7 @@ def run_demo(duration: float | None = None) -> int:
             source = {"api_token": api_token, "token_url": standin.token_url}
             rotator.store.write_source(name, source)
 
-        print(_banner(vault, standin.token_url), flush=True)
+        print(_banner(vault, standin.token_url, metrics_port), flush=True)
         stop = threading.Event()
         if duration is not None:
             timer = threading.Timer(duration, stop.set)
@@ -128,10 +132,11 @@ def _draw(daemon: Daemon, recent: _RecentLog, interactive: bool, standin: LeanIX
     sys.stdout.flush()
 
 
-def _banner(vault: DevVault, token_url: str) -> str:
+def _banner(vault: DevVault, token_url: str, metrics_port: int) -> str:
     return (
         f"OpenBao dev server: {vault.addr}  (root token: {vault.root_token}; dev only)\n"
         f"LeanIX stand-in:    {token_url}  (access tokens live {DEMO_LIFETIME_SECONDS}s)\n"
+        f"Metrics:            http://127.0.0.1:{metrics_port}/metrics\n"
         f"Read a token as a consumer would:\n"
         f"  BAO_ADDR={vault.addr} BAO_TOKEN={vault.root_token} \\\n"
         f"    bao kv get -field=access_token secret/{OUTPUT_PREFIX}/acme/production\n"
