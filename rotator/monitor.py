@@ -134,7 +134,9 @@ class Monitor:
         firing alert to sinks that forget them otherwise (Alertmanager)."""
         self._publish(self.book.due_repeats(self._clock()))
         if self.notifier is not None:
-            self.notifier.refresh(self.book.firing_events())
+            self.notifier.refresh(
+                self.book.firing_events(), lambda event: self.book.is_firing(*event.key)
+            )
 
     def close(self) -> None:
         if self.notifier is not None:

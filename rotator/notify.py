@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -141,6 +142,15 @@ class AlertmanagerSink(_HttpSink):
         self._post([alert])
 
 
+@dataclass(frozen=True)
+class _Refresh:
+    event: AlertEvent
+    still_firing: Callable[[AlertEvent], bool]
+
+
+_Item = AlertEvent | _Refresh | None
+
+
 class Notifier:
     """Fans events out to sinks, one worker thread and bounded queue per sink."""
 
@@ -152,10 +162,10 @@ class Notifier:
     ) -> None:
         self._sleep = sleep
         self._on_result = on_result
-        self._workers: list[tuple[queue.Queue[AlertEvent | None], threading.Thread]] = []
-        self._refreshing: list[tuple[Sink, queue.Queue[AlertEvent | None]]] = []
+        self._workers: list[tuple[queue.Queue[_Item], threading.Thread]] = []
+        self._refreshing: list[tuple[Sink, queue.Queue[_Item]]] = []
         for sink in sinks:
-            inbox: queue.Queue[AlertEvent | None] = queue.Queue(QUEUE_LIMIT)
+            inbox: queue.Queue[_Item] = queue.Queue(QUEUE_LIMIT)
             thread = threading.Thread(
                 target=self._work, args=(sink, inbox), name=f"notify {sink.name}", daemon=True
             )
@@ -181,12 +191,17 @@ class Notifier:
                 except queue.Full:
                     logger.error("alert queue full; dropped %s", event.kind.value)
 
-    def refresh(self, firing: Sequence[AlertEvent]) -> None:
-        """Re-post every firing alert to the sinks that forget them otherwise; no log lines."""
+    def refresh(
+        self, firing: Sequence[AlertEvent], still_firing: Callable[[AlertEvent], bool]
+    ) -> None:
+        """Re-post every firing alert to the sinks that forget them otherwise; no log lines.
+
+        `still_firing` is asked again right before each re-post, so a re-post queued just before
+        the alert resolved is dropped instead of reviving it after its resolution."""
         for sink, inbox in self._refreshing:
             for event in firing:
                 try:
-                    inbox.put_nowait(event)
+                    inbox.put_nowait(_Refresh(event, still_firing))
                 except queue.Full:
                     logger.error("alert queue for %s full; refresh dropped", sink.name)
 
@@ -198,9 +213,13 @@ class Notifier:
         for _inbox, thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _work(self, sink: Sink, inbox: queue.Queue[AlertEvent | None]) -> None:
-        while (event := inbox.get()) is not None:
-            self._deliver(sink, event)
+    def _work(self, sink: Sink, inbox: queue.Queue[_Item]) -> None:
+        while (item := inbox.get()) is not None:
+            if isinstance(item, _Refresh):
+                if item.still_firing(item.event):
+                    self._deliver(sink, item.event)
+            else:
+                self._deliver(sink, item)
 
     def _deliver(self, sink: Sink, event: AlertEvent) -> None:
         for attempt in range(1, ATTEMPTS + 1):

@@ -28,7 +28,11 @@ def test_two_instances_exchange_each_token_once_per_period_and_survive_one_dying
     rig: Rig, tmp_path: Path
 ) -> None:
     rig.idp.lifetime_seconds = LIFETIME
-    rig.write_config(schedule={"check_interval_seconds": 2, "discovery_interval_seconds": 5})
+    rig.write_config(
+        schedule={"check_interval_seconds": 2, "discovery_interval_seconds": 5},
+        # ~45 s of 10 s tokens is 6-7 issuances: above the default cap of 6 per hour.
+        alerts={"max_issuances_per_hour": 100},
+    )
     names = [f"fleet/token-{index}" for index in range(6)]
     for name in names:
         rig.add_token(name)

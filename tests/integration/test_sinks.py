@@ -399,13 +399,33 @@ def test_refresh_re_posts_firing_alerts_to_alertmanager_only(
     results = Results()
     notifier = Notifier([manager, hook], sleep=lambda seconds: None, on_result=results)
     try:
-        notifier.refresh([firing(token=token, started_at=datetime.now(UTC))])
+        notifier.refresh(
+            [firing(token=token, started_at=datetime.now(UTC))], still_firing=lambda _e: True
+        )
     finally:
         notifier.close(timeout=30)
 
     assert results.seen() == [(manager.name, True)]
     assert webhook.received == []
     assert len(alerts_for(alertmanager, token)) == 1
+
+
+def test_a_refresh_of_an_alert_resolved_meanwhile_is_not_sent(
+    alertmanager: Alertmanager, session: requests.Session
+) -> None:
+    token = unique_token()
+    manager = AlertmanagerSink(alertmanager.url, HOST, session, timedelta(minutes=1))
+    results = Results()
+    notifier = Notifier([manager], sleep=lambda seconds: None, on_result=results)
+    try:
+        notifier.refresh(
+            [firing(token=token, started_at=datetime.now(UTC))], still_firing=lambda _e: False
+        )
+    finally:
+        notifier.close(timeout=30)
+
+    assert results.seen() == []
+    assert alerts_for(alertmanager, token) == []
 
 
 # --- Sentry ---------------------------------------------------------------------------------------
