@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words; no real token is this short
+LONG_KEY = 64  # see SecretRegistry.__init__
 MAX_SECRETS = 100_000  # a bound on memory; the oldest registrations go first
 
 
@@ -28,7 +29,16 @@ class SecretRegistry:
 
     def __init__(self) -> None:
         self._secrets: dict[str, str] = {}  # value -> placeholder, in registration order
+        # Secrets indexed by how they start, so that `redact` costs two dict lookups per
+        # character of text however many secrets there are (a fleet has thousands): short ones
+        # by their first MIN_SECRET_LENGTH characters, long ones by their first LONG_KEY (JWTs
+        # of one issuer share a long header, so a short key would put them all in one bucket).
+        self._index: dict[str, list[str]] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(value: str) -> str:
+        return value[:LONG_KEY] if len(value) >= LONG_KEY else value[:MIN_SECRET_LENGTH]
 
     def register(self, *values: object) -> None:
         """Remember secret values; non-strings, empty and very short values are ignored."""
@@ -36,20 +46,48 @@ class SecretRegistry:
             for value in values:
                 if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
                     continue
-                if value not in self._secrets:
-                    self._secrets[value] = f"[REDACTED:{fingerprint(value)}]"
-                    if len(self._secrets) > MAX_SECRETS:
-                        del self._secrets[next(iter(self._secrets))]
+                if value in self._secrets:
+                    continue
+                self._secrets[value] = f"[REDACTED:{fingerprint(value)}]"
+                bucket = self._index.setdefault(self._key(value), [])
+                bucket.append(value)
+                bucket.sort(key=len, reverse=True)
+                if len(self._secrets) > MAX_SECRETS:
+                    self._forget(next(iter(self._secrets)))
+
+    def _forget(self, value: str) -> None:
+        del self._secrets[value]
+        key = self._key(value)
+        self._index[key].remove(value)
+        if not self._index[key]:
+            del self._index[key]
 
     def redact(self, text: str) -> str:
-        """`text` with every registered secret replaced by its placeholder."""
+        """`text` with every registered secret replaced by its placeholder (leftmost match
+        first, the longest where several start at the same place)."""
+        if len(text) < MIN_SECRET_LENGTH or not self._secrets:
+            return text
         with self._lock:
-            items = list(self._secrets.items())
-        # Longest first, so a secret containing another is replaced whole.
-        for value, placeholder in sorted(items, key=lambda item: -len(item[0])):
-            if value in text:
-                text = text.replace(value, placeholder)
-        return text
+            index, placeholders = self._index, self._secrets
+            parts: list[str] = []
+            done = at = 0
+            last_start = len(text) - MIN_SECRET_LENGTH
+            while at <= last_start:
+                candidates = [
+                    *index.get(text[at : at + LONG_KEY], ()),
+                    *index.get(text[at : at + MIN_SECRET_LENGTH], ()),
+                ]
+                for value in candidates:
+                    if text.startswith(value, at):
+                        parts += (text[done:at], placeholders[value])
+                        at = done = at + len(value)
+                        break
+                else:
+                    at += 1
+        if not parts:
+            return text
+        parts.append(text[done:])
+        return "".join(parts)
 
     def redact_data(self, data: Any) -> Any:
         """A copy of a JSON-like structure (dicts, lists, strings) with secrets redacted."""
