@@ -256,7 +256,8 @@ class Rotator:
             )
 
         lease = self._claim_lease()
-        if not self.store.claim(name, self.instance_id, now, lease):
+        claim = self.store.claim(name, self.instance_id, now, lease)
+        if claim is None:
             logger.info("token %s: another rotator is refreshing it", name)
             return Outcome(
                 name, "fresh" if previous else "failing", previous, now + lease, "claimed elsewhere"
@@ -282,7 +283,7 @@ class Rotator:
             self._held[name] = token
             return self._store(source, token, latest, previous, reason)
         finally:
-            self.store.release(name, self.instance_id)
+            self.store.release(name, self.instance_id, claim)
 
     def _store(
         self,

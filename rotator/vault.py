@@ -364,9 +364,9 @@ class VaultStore:
 
     # --- coordination between instances ---------------------------------------------------------
 
-    def claim(self, name: str, owner: str, now: datetime, lease: timedelta) -> bool:
-        """Claim the right to exchange `name` for `lease`; False when another owner's claim is
-        still live or another owner claimed first.
+    def claim(self, name: str, owner: str, now: datetime, lease: timedelta) -> int | None:
+        """Claim the right to exchange `name` for `lease`. Returns the claim's version (for
+        `release`), or None when another owner's claim is live or another owner claimed first.
 
         A claim is a KV v2 secret at `<mount>/rotator-claims/<output_prefix>/<name>` holding the
         owner and its expiry, written with check-and-set against the version read: of two
@@ -380,9 +380,9 @@ class VaultStore:
             except ValueError:
                 until = now  # unreadable: treat as lapsed
             if until > now:
-                return False
+                return None
         try:
-            self._call(
+            response = self._call(
                 "claim",
                 path,
                 self._kv.create_or_update_secret,
@@ -390,24 +390,19 @@ class VaultStore:
                 cas=existing.version if existing is not None else 0,
             )
         except VaultConflict:
-            return False
-        if existing is None:
-            self._call("write metadata of", path, self._kv.update_metadata, max_versions=2)
-        return True
+            return None
+        return int(response["data"]["version"])
 
-    def release(self, name: str, owner: str) -> None:
-        """End `owner`'s claim on `name` early; best effort (a claim lapses anyway)."""
-        path = self._claim_path(name)
+    def release(self, name: str, owner: str, version: int) -> None:
+        """End the claim `claim` returned early; best effort (a claim lapses anyway). The
+        check-and-set on its version leaves a claim someone else took since untouched."""
         try:
-            existing = self._read(path)
-            if existing is None or existing.data.get("owner") != owner:
-                return
             self._call(
                 "release",
-                path,
+                self._claim_path(name),
                 self._kv.create_or_update_secret,
                 secret={"owner": owner, "until": "1970-01-01T00:00:00Z"},
-                cas=existing.version,
+                cas=version,
             )
         except VaultError as exc:
             logger.debug("releasing the claim on %s failed: %s", name, exc)

@@ -214,19 +214,32 @@ def test_a_claim_excludes_other_owners_until_it_lapses(vault_space: VaultSpace) 
     store = vault_space.store()
     lease = timedelta(seconds=30)
 
-    assert store.claim("alpha", "one", NOW, lease)
-    assert not store.claim("alpha", "two", NOW + timedelta(seconds=29), lease)
-    assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease)
+    assert store.claim("alpha", "one", NOW, lease) is not None
+    assert store.claim("alpha", "two", NOW + timedelta(seconds=29), lease) is None
+    assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease) is not None
 
 
 def test_a_released_claim_can_be_taken_at_once(vault_space: VaultSpace) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
-    assert store.claim("alpha", "one", NOW, lease)
+    version = store.claim("alpha", "one", NOW, lease)
+    assert version is not None
 
-    store.release("alpha", "one")
+    store.release("alpha", "one", version)
 
-    assert store.claim("alpha", "two", NOW, lease)
+    assert store.claim("alpha", "two", NOW, lease) is not None
+
+
+def test_releasing_a_claim_someone_else_took_since_leaves_theirs(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    lease = timedelta(seconds=30)
+    stale = store.claim("alpha", "one", NOW, lease)
+    assert stale is not None
+    assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease) is not None
+
+    store.release("alpha", "one", stale)
+
+    assert store.claim("alpha", "three", NOW + timedelta(seconds=32), lease) is None
 
 
 def test_of_two_simultaneous_claims_exactly_one_wins(vault_space: VaultSpace) -> None:
@@ -236,7 +249,7 @@ def test_of_two_simultaneous_claims_exactly_one_wins(vault_space: VaultSpace) ->
 
     def claim(index: int) -> bool:
         barrier.wait()
-        return stores[index].claim("alpha", f"owner-{index}", NOW, lease)
+        return stores[index].claim("alpha", f"owner-{index}", NOW, lease) is not None
 
     with ThreadPoolExecutor(len(stores)) as pool:
         results = list(pool.map(claim, range(len(stores))))
