@@ -10,6 +10,7 @@ status, never a secret value.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from rotator.errors import (
     VaultUnavailable,
     VaultWriteMismatch,
 )
+from rotator.httpenv import environ_proxies
 from rotator.redact import SECRETS, fingerprint
 from rotator.tokens import AccessToken, format_time, parse_time
 
@@ -157,6 +159,9 @@ class VaultStore:
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        # Proxies resolved once (see httpenv.py); TLS trust comes from ca_cert / VAULT_CACERT.
+        session.trust_env = False
+        session.proxies = environ_proxies(config.addr, os.environ)
         client = hvac.Client(
             url=config.addr,
             verify=str(config.ca_cert) if config.ca_cert else True,
