@@ -229,6 +229,8 @@ def token_observations(outcome: Outcome, now: datetime) -> list[Observation]:
         )
     elif outcome.state == "invalid_source":
         say(Kind.EXCHANGE_FAILED, True, Severity.CRITICAL, outcome.error or "invalid source")
+    elif outcome.reason == "backoff":
+        pass  # a look between attempts says nothing new, nor which attempts (IdP or Vault) failed
     elif outcome.state == "failing" and outcome.error_kind is not None:
         kind_of_error = outcome.error_kind
         if kind_of_error == "rejected":

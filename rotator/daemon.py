@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -208,6 +208,8 @@ class Daemon:
             names = self.rotator.discover()
         except VaultError as exc:
             logger.warning("discovery failed: %s", exc)
+            if isinstance(exc, VaultAuthError):
+                self._wake_token_job()  # refused (revoked, expired): log in again now
             return
         self._apply_discovery(names)
 
@@ -239,6 +241,8 @@ class Daemon:
         except VaultError as exc:
             logger.warning("check: %s", exc)
             self.monitor.vault_health(False, None)
+            if isinstance(exc, VaultAuthError):
+                self._wake_token_job()  # refused (revoked, expired): log in again now
             return False
         self.monitor.vault_health(True, ttl)
         now = self._clock()
@@ -264,9 +268,9 @@ class Daemon:
                 self._schedule(name, now)
             elif previous is not None and previous != version:
                 logger.info("token %s: output is now version %d; looking at it now", name, version)
-                self._schedule(name, now)
+                self._look_soon(name, now)
             elif expires_at is None or expires_at <= now:
-                self._schedule(name, now)
+                self._look_soon(name, now)
             self.monitor.check_token(name, metadata)
         self.monitor.cycle_done(len(names))
         self.monitor.repeat()
@@ -352,6 +356,17 @@ class Daemon:
                 max_instances=2,
             )
         )
+
+    def _look_soon(self, name: str, when: datetime) -> None:
+        """Have `name` looked at by `when` (or the rescheduling floor), but never push its job
+        later: a check every second would otherwise keep a due job a second away forever."""
+        found: list[Any] = []
+        self._on_scheduler(lambda: found.append(self._scheduler.get_job(_job_id(name))))
+        upcoming = found[0].next_run_time if found and found[0] is not None else None
+        earliest = self._clock() + timedelta(seconds=MIN_RESCHEDULE_SECONDS)
+        if upcoming is not None and upcoming <= max(when, earliest):
+            return
+        self._schedule(name, when)
 
     def _on_scheduler(self, action: Callable[[], object]) -> None:
         """Run `action` on the scheduler unless stopping has begun.

@@ -79,14 +79,17 @@ def parse_source(
         raise SourceError(name, "give exactly one of the fields 'host' and 'token_url'")
     if host:
         if not _HOSTNAME.match(host.lower()) or "." not in host:
-            raise SourceError(name, f"field 'host' must be a bare hostname, got {host!r}")
+            # Never echoed: a malformed value may carry credentials (`user:token@host`).
+            raise SourceError(
+                name, "field 'host' must be a bare hostname (no scheme, port, path or userinfo)"
+            )
         url = f"https://{host.lower()}{LEANIX_TOKEN_PATH}"
     else:
         url = token_url or ""
     try:
         check_destination(url, allowed_hosts, insecure_http_hosts)
     except HostNotAllowed as exc:
-        raise SourceError(name, str(exc)) from None
+        raise SourceError(name, f"field {'host' if host else 'token_url'!r}: {exc}") from None
 
     expires_at = None
     raw_expiry = text("api_token_expires_at")
