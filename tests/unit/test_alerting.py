@@ -461,3 +461,12 @@ def test_an_api_token_expiry_re_fires_at_each_stage_even_inside_the_repeat_inter
         (33, Severity.WARNING),
         (39, Severity.CRITICAL),
     ]
+
+
+def test_a_look_during_backoff_does_not_fire_exchange_failed() -> None:
+    # The pending failure may have been Vault's, not the IdP's: a backoff look says nothing new.
+    seen = by_kind(
+        token_observations(failing("transient", EXCHANGE_FAILED_AFTER + 2, reason="backoff"), T0)
+    )
+
+    assert Kind.EXCHANGE_FAILED not in seen
