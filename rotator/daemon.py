@@ -84,6 +84,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._gate = threading.RLock()  # see _on_scheduler
         self._stopping = False
+        self._vault_was_down = False
         self._last_check: float | None = None  # monotonic time the last check finished
         self.last_outcomes: dict[str, Outcome] = {}
 
@@ -241,11 +242,19 @@ class Daemon:
         except VaultError as exc:
             logger.warning("check: %s", exc)
             self.monitor.vault_health(False, None)
+            self._vault_was_down = True
             if isinstance(exc, VaultAuthError):
                 self._wake_token_job()  # refused (revoked, expired): log in again now
             return False
         self.monitor.vault_health(True, ttl)
         now = self._clock()
+        if self._vault_was_down:
+            # Vault is back: the backoff its outage caused is over, so every failing token is
+            # looked at now rather than when its (up to max_backoff_seconds) backoff ends.
+            self._vault_was_down = False
+            for name in self.rotator.clear_transient_failures():
+                logger.info("token %s: Vault is back; looking at it now", name)
+                self._schedule(name, now)
         names = sorted(self.names)
         for name in names:
             try:

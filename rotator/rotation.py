@@ -452,6 +452,15 @@ class Rotator:
             self._failures.update(failures)
             self._held.update(held)
 
+    def clear_transient_failures(self) -> list[str]:
+        """Forget the backoff of every token failing transiently (Vault or IdP outages); returns
+        their names. For when the outage is known to be over."""
+        with self._guard:
+            names = [n for n, f in self._failures.items() if f.kind == "transient"]
+            for name in names:
+                del self._failures[name]
+        return sorted(names)
+
     def forget(self, name: str) -> None:
         """Drop in-memory state for a token whose source is gone."""
         with self._guard:

@@ -301,7 +301,9 @@ def test_a_sealed_vault_keeps_the_daemon_up_alerts_and_recovers_after_unseal(
     vault = rig.space.vault
     assert vault.unseal_key, "the dev server's unseal key was not captured"
     listen = f"127.0.0.1:{free_port()}"
-    _configure(rig, webhook, metrics={"listen": listen})
+    # A long backoff cap: recovery must come from the first good check (Vault is back, every
+    # failing token is looked at at once), not from backoffs running out.
+    _configure(rig, webhook, metrics={"listen": listen}, exchange={"max_backoff_seconds": 120})
     # Four tokens: each is another chance for a retry to be looked at early after the unseal.
     names = (*TOKENS, "team-b/reporting", "team-b/billing")
     for name in names:
@@ -337,7 +339,7 @@ def test_a_sealed_vault_keeps_the_daemon_up_alerts_and_recovers_after_unseal(
         wait_for(vault.is_healthy, 10, "the dev server to be unsealed")
         wait_for(
             _alive(process, lambda: _all_fresh(audit, names)),
-            10,
+            6,  # one check interval (1 s) plus an exchange, with room for a loaded machine
             "fresh tokens after the unseal",
         )
         recovered = time.monotonic() - unsealed
@@ -356,7 +358,8 @@ def test_a_sealed_vault_keeps_the_daemon_up_alerts_and_recovers_after_unseal(
     for name in names:
         audit.every_version(name)
         failed = re.findall(rf"token {name}: .*Vault is unavailable", text)
-        assert len(failed) >= 3, f"{name}: {len(failed)} failed attempts while sealed"
+        # Retried while sealed (5 s, then 10 s backoff over ~12 s), not hammered.
+        assert 2 <= len(failed) <= 4, f"{name}: {len(failed)} failed attempts while sealed"
     # A Vault outage is not an IdP failure, not even when retries come due after it.
     assert not _events(webhook, "exchange_failed"), _events(webhook, "exchange_failed")
 
