@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from tests.e2e.conftest import ROTATOR
 
 
-def _bao_servers() -> set[str]:
-    result = subprocess.run(
-        ["pgrep", "-f", "bao server -dev"], capture_output=True, text=True, check=False
-    )
-    return set(result.stdout.split())
+def _bao_servers_on(port: str) -> str:
+    """pgrep's answer for an OpenBao server listening on `port` (empty when there is none)."""
+    pattern = f"bao server -dev.*-dev-listen-address=127.0.0.1:{port}"
+    result = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
 
 
 def test_demo_refreshes_tokens_shows_the_revoked_one_and_cleans_up() -> None:
-    before = _bao_servers()
-
     # 30 s tokens refresh after ~24 s: a 35 s run shows each healthy token issued twice.
     result = subprocess.run(
         [str(ROTATOR), "demo", "--duration", "35"],
@@ -34,4 +33,6 @@ def test_demo_refreshes_tokens_shows_the_revoked_one_and_cleans_up() -> None:
     assert rows["acme/sandbox"][4] == "2", last_table
     assert rows["legacy/old-integration"][1] == "failing"
     assert "demo stopped" in result.stdout
-    assert _bao_servers() == before, "the demo left an OpenBao server running"
+    port = re.search(r"OpenBao dev server: http://127\.0\.0\.1:(\d+)", result.stdout)
+    assert port, result.stdout[:500]
+    assert _bao_servers_on(port.group(1)) == "", "the demo left its OpenBao server running"
