@@ -33,5 +33,9 @@ e2e: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# Fleet-scale timings, memory and Vault traffic (bench/README.md); not part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
