@@ -64,6 +64,18 @@ def free_port() -> int:
     raise RuntimeError("no free pair of loopback ports")
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it lingers past `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 class DevVault:
     """A running `bao server -dev`. Use as a context manager, or `start()` / `stop()`."""
 
@@ -137,13 +149,8 @@ class DevVault:
     def stop(self) -> None:
         """Terminate the server and wait for it; kill it if it lingers."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        if process is not None:
+            terminate(process)
         self._log.close()
 
     def __enter__(self) -> DevVault:
@@ -231,13 +238,8 @@ class PersistentVault:
     def stop(self) -> None:
         """Terminate the server (kill it if it lingers); the data stays for the next start."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        if process is not None:
+            terminate(process)
 
     def close(self) -> None:
         """Stop the server and delete its data."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rotator.devvault import free_port
+from rotator.devvault import free_port, terminate
 
 
 @dataclass
@@ -187,13 +187,8 @@ class Alertmanager:
             return list(json.loads(response.read()))
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        if self._process is not None:
+            terminate(self._process)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Self:

@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rotator.devvault import DevVault, bao_binary
 from rotator.standin import LeanIXStandIn
 from rotator.tokens import parse_time
 from tests.conftest import VaultSpace
@@ -149,3 +151,33 @@ def rig(vault_space: VaultSpace, tmp_path: Path) -> Iterator[Rig]:
         rig = Rig(vault_space, idp, tmp_path / "rotator.toml")
         rig.write_config()
         yield rig
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@contextmanager
+def approle_dev_vault(credentials: Path, token_ttl: str, token_max_ttl: str) -> Iterator[DevVault]:
+    """A fresh dev server prepared by deploy/vault/bootstrap.sh (the policy names the default
+    prefixes, so it cannot share the session's server); role-id and secret-id in `credentials`."""
+    with DevVault() as vault:
+        env = os.environ | {
+            "VAULT_CLI": str(bao_binary()),
+            "BAO_ADDR": vault.addr,
+            "BAO_TOKEN": vault.root_token,
+            "VAULT_ADDR": vault.addr,
+            "VAULT_TOKEN": vault.root_token,
+            "OUT_DIR": str(credentials),
+            "TOKEN_TTL": token_ttl,
+            "TOKEN_MAX_TTL": token_max_ttl,
+        }
+        result = subprocess.run(
+            [str(DEPLOY / "vault" / "bootstrap.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        yield vault

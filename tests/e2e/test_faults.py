@@ -31,15 +31,14 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from rotator.devvault import DevVault, PersistentVault, bao_binary, free_port
+from rotator.devvault import DevVault, PersistentVault, free_port
 from rotator.redact import fingerprint
 from rotator.standin import LeanIXStandIn
 from rotator.tokens import AccessToken, decode_jwt_claims, parse_output, parse_time
 from rotator.vault import VaultStore
-from tests.e2e.conftest import ROTATOR, Rig, _toml, wait_for
+from tests.e2e.conftest import ROTATOR, Rig, _toml, approle_dev_vault, wait_for
 from tests.sinks import RecordingServer
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 LIFETIME = 8  # seconds: refreshed about every 6.1-6.4 s
 REFRESH_FRACTION = 0.8
 FRESH_SECONDS = LIFETIME * (1 - REFRESH_FRACTION)  # what a consumer may always count on
@@ -549,27 +548,9 @@ SOURCES, OUTPUTS = "leanix/api-tokens", "leanix/access-tokens"  # the deploy pol
 def approle_vault(tmp_path: Path) -> Iterator[tuple[DevVault, Path]]:
     """A fresh dev server after deploy/vault/bootstrap.sh, with a long token TTL so that only
     the revocation can end rotator's token."""
-    with DevVault() as vault:
-        env = os.environ | {
-            "VAULT_CLI": str(bao_binary()),
-            "BAO_ADDR": vault.addr,
-            "BAO_TOKEN": vault.root_token,
-            "VAULT_ADDR": vault.addr,
-            "VAULT_TOKEN": vault.root_token,
-            "OUT_DIR": str(tmp_path / "credentials"),
-            "TOKEN_TTL": "1h",
-            "TOKEN_MAX_TTL": "24h",
-        }
-        result = subprocess.run(
-            [str(DEPLOY / "vault" / "bootstrap.sh")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        yield vault, tmp_path / "credentials"
+    credentials = tmp_path / "credentials"
+    with approle_dev_vault(credentials, token_ttl="1h", token_max_ttl="24h") as vault:
+        yield vault, credentials
 
 
 def _revoke_rotator_tokens(root: hvac.Client) -> int:

@@ -14,39 +14,20 @@ from pathlib import Path
 import hvac
 import pytest
 
-from rotator.devvault import DevVault, bao_binary
+from rotator.devvault import DevVault
 from rotator.standin import LeanIXStandIn
 from rotator.tokens import parse_time
-from tests.e2e.conftest import ROTATOR, _toml, wait_for
+from tests.e2e.conftest import ROTATOR, _toml, approle_dev_vault, wait_for
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SOURCES, OUTPUTS = "leanix/api-tokens", "leanix/access-tokens"  # the policy's defaults
 
 
 @pytest.fixture
 def bootstrapped(tmp_path: Path) -> Iterator[tuple[DevVault, Path]]:
     """A fresh dev server (the policy names the default prefixes) after bootstrap.sh ran."""
-    with DevVault() as vault:
-        env = os.environ | {
-            "VAULT_CLI": str(bao_binary()),
-            "BAO_ADDR": vault.addr,
-            "BAO_TOKEN": vault.root_token,
-            "VAULT_ADDR": vault.addr,
-            "VAULT_TOKEN": vault.root_token,
-            "OUT_DIR": str(tmp_path / "credentials"),
-            "TOKEN_TTL": "6s",
-            "TOKEN_MAX_TTL": "14s",
-        }
-        result = subprocess.run(
-            [str(DEPLOY / "vault" / "bootstrap.sh")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        yield vault, tmp_path / "credentials"
+    credentials = tmp_path / "credentials"
+    with approle_dev_vault(credentials, token_ttl="6s", token_max_ttl="14s") as vault:
+        yield vault, credentials
 
 
 def _approle_client(vault: DevVault, credentials: Path) -> hvac.Client:
