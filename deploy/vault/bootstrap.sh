@@ -17,10 +17,14 @@ cli="${VAULT_CLI:-$(command -v vault || command -v bao || true)}"
 [ -n "$cli" ] || { echo "bootstrap: neither vault nor bao is on PATH" >&2; exit 2; }
 out="${OUT_DIR:-./rotator-credentials}"
 
-if ! "$cli" secrets list -format=json | grep -q '"secret/"'; then
+# The lists are read whole before matching: with pipefail, `cli ... | grep -q` fails whenever grep
+# exits before the CLI finishes writing (SIGPIPE), and the mount would be enabled twice.
+mounts="$("$cli" secrets list -format=json)"
+if [[ "$mounts" != *'"secret/"'* ]]; then
   "$cli" secrets enable -path=secret -version=2 kv
 fi
-if ! "$cli" auth list -format=json | grep -q '"approle/"'; then
+auths="$("$cli" auth list -format=json)"
+if [[ "$auths" != *'"approle/"'* ]]; then
   "$cli" auth enable approle
 fi
 "$cli" policy write rotator "$here/rotator-policy.hcl"

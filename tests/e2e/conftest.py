@@ -154,6 +154,23 @@ def rig(vault_space: VaultSpace, tmp_path: Path) -> Iterator[Rig]:
 
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+BOOTSTRAP = DEPLOY / "vault" / "bootstrap.sh"
+
+
+def bootstrap_env(
+    vault: DevVault, credentials: Path, token_ttl: str, token_max_ttl: str
+) -> dict[str, str]:
+    """The environment bootstrap.sh runs in against `vault` with its root token."""
+    return os.environ | {
+        "VAULT_CLI": str(bao_binary()),
+        "BAO_ADDR": vault.addr,
+        "BAO_TOKEN": vault.root_token,
+        "VAULT_ADDR": vault.addr,
+        "VAULT_TOKEN": vault.root_token,
+        "OUT_DIR": str(credentials),
+        "TOKEN_TTL": token_ttl,
+        "TOKEN_MAX_TTL": token_max_ttl,
+    }
 
 
 @contextmanager
@@ -161,19 +178,9 @@ def approle_dev_vault(credentials: Path, token_ttl: str, token_max_ttl: str) -> 
     """A fresh dev server prepared by deploy/vault/bootstrap.sh (the policy names the default
     prefixes, so it cannot share the session's server); role-id and secret-id in `credentials`."""
     with DevVault() as vault:
-        env = os.environ | {
-            "VAULT_CLI": str(bao_binary()),
-            "BAO_ADDR": vault.addr,
-            "BAO_TOKEN": vault.root_token,
-            "VAULT_ADDR": vault.addr,
-            "VAULT_TOKEN": vault.root_token,
-            "OUT_DIR": str(credentials),
-            "TOKEN_TTL": token_ttl,
-            "TOKEN_MAX_TTL": token_max_ttl,
-        }
         result = subprocess.run(
-            [str(DEPLOY / "vault" / "bootstrap.sh")],
-            env=env,
+            [str(BOOTSTRAP)],
+            env=bootstrap_env(vault, credentials, token_ttl, token_max_ttl),
             capture_output=True,
             text=True,
             timeout=60,

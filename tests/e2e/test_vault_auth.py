@@ -17,7 +17,14 @@ import pytest
 from rotator.devvault import DevVault
 from rotator.standin import LeanIXStandIn
 from rotator.tokens import parse_time
-from tests.e2e.conftest import ROTATOR, _toml, approle_dev_vault, wait_for
+from tests.e2e.conftest import (
+    BOOTSTRAP,
+    ROTATOR,
+    _toml,
+    approle_dev_vault,
+    bootstrap_env,
+    wait_for,
+)
 
 SOURCES, OUTPUTS = "leanix/api-tokens", "leanix/access-tokens"  # the policy's defaults
 
@@ -52,6 +59,25 @@ def test_the_deploy_policy_refuses_writes_outside_its_paths(
     with pytest.raises(hvac.exceptions.Forbidden):
         kv.create_or_update_secret("elsewhere/secret", secret={"x": "1"}, mount_point="secret")
     client.adapter.close()
+
+
+def test_bootstrap_runs_again_on_a_prepared_vault(
+    bootstrapped: tuple[DevVault, Path], tmp_path: Path
+) -> None:
+    """Re-running the deploy kit (a new secret-id, say) leaves mounts alone and succeeds; run
+    several times because a racy mount check fails only now and then."""
+    vault, _ = bootstrapped
+    env = bootstrap_env(vault, tmp_path / "again", token_ttl="1h", token_max_ttl="24h")
+    for _ in range(5):
+        result = subprocess.run(
+            [str(BOOTSTRAP)], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        client = _approle_client(vault, tmp_path / "again")
+        client.secrets.kv.v2.create_or_update_secret(
+            f"{OUTPUTS}/after-rerun", secret={"x": "1"}, mount_point="secret"
+        )
+        client.adapter.close()
 
 
 def test_daemon_keeps_tokens_fresh_across_renewals_and_relogins(
