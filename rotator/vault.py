@@ -3,7 +3,7 @@
 `VaultStore` speaks KV v2 under one mount: it discovers source secrets, reads them with their
 version, and writes output secrets with check-and-set, their `custom_metadata`, and a read-back.
 Every hvac or transport error is converted here into rotator's own (`errors.py`): nothing from
-`hvac.exceptions` or `requests.exceptions` escapes this module. Messages name the route and
+`hvac.exceptions` or `urllib3.exceptions` escapes this module. Messages name the route and
 status, never a secret value.
 """
 
@@ -20,8 +20,7 @@ from typing import Any
 
 import hvac
 import hvac.exceptions
-import requests
-import requests.adapters
+import urllib3.exceptions
 
 from rotator.config import VaultConfig
 from rotator.errors import (
@@ -35,6 +34,7 @@ from rotator.errors import (
 from rotator.httpenv import environ_proxies
 from rotator.redact import SECRETS, fingerprint
 from rotator.tokens import AccessToken, format_time, parse_time
+from rotator.vaulthttp import VaultHTTP
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,13 @@ def _mapped(action: str, path: str) -> Iterator[None]:
         raise VaultUnavailable(f"{action} {path}: Vault is unavailable ({_why(exc)})") from None
     except hvac.exceptions.VaultError as exc:
         raise VaultError(f"{action} {path}: Vault answered an error ({_why(exc)})") from None
-    except requests.exceptions.SSLError:
+    except urllib3.exceptions.SSLError:
         raise VaultUnavailable(f"{action} {path}: TLS handshake with Vault failed") from None
-    except requests.exceptions.Timeout:
+    except urllib3.exceptions.NewConnectionError:  # before TimeoutError: it is a subclass
+        raise VaultUnavailable(f"{action} {path}: cannot connect to Vault") from None
+    except urllib3.exceptions.TimeoutError:
         raise VaultUnavailable(f"{action} {path}: Vault did not answer in time") from None
-    except requests.exceptions.RequestException as exc:
+    except urllib3.exceptions.HTTPError as exc:
         raise VaultUnavailable(
             f"{action} {path}: cannot reach Vault ({type(exc).__name__})"
         ) from None
@@ -155,16 +157,17 @@ class VaultStore:
         Raises `VaultAuthError` when Vault refuses the credentials, `VaultUnavailable` when it
         cannot be reached, `ConfigError` when a credential file cannot be read.
         """
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        # Proxies resolved once (see httpenv.py); TLS trust comes from ca_cert / VAULT_CACERT.
-        session.trust_env = False
-        session.proxies = environ_proxies(config.addr, os.environ)
+        # Proxies resolved once (see httpenv.py); TLS trust from ca_cert / VAULT_CACERT, else the
+        # system's trust store.
+        proxies = environ_proxies(config.addr, os.environ)
+        scheme = config.addr.split(":", 1)[0].lower()
+        session = VaultHTTP(
+            ca_cert=str(config.ca_cert) if config.ca_cert else None,
+            proxy=proxies.get(scheme) or proxies.get("all"),
+            pool_size=pool_size,
+        )
         client = hvac.Client(
             url=config.addr,
-            verify=str(config.ca_cert) if config.ca_cert else True,
             timeout=VAULT_TIMEOUT_SECONDS,
             namespace=config.namespace,
             session=session,

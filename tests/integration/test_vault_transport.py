@@ -1,0 +1,166 @@
+"""rotator's HTTP transport to Vault (vaulthttp.py under hvac): redirects, proxies, timeouts and
+unreachable servers, against real loopback listeners. The happy path is every other Vault test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rotator import config as config_module
+from rotator import vault as vault_module
+from rotator.devvault import DevVault, free_port
+from rotator.errors import VaultError, VaultUnavailable
+from rotator.vault import VaultStore
+from rotator.vaulthttp import VaultHTTP
+
+TOKEN = "hvs.transport-test-token-value"
+
+
+@dataclass
+class Listener:
+    """A loopback HTTP server that records each request line and headers, then answers
+    `status` with `headers` (or never answers when `hang` is set)."""
+
+    status: int = 502
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: threading.Event | None = None
+    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                listener.seen.append((self.command, self.path, dict(self.headers)))
+                if listener.hang is not None:
+                    listener.hang.wait(30)
+                    return
+                self.send_response(listener.status)
+                for key, value in listener.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.hang is not None:
+            self.hang.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    made: list[Listener] = []
+    yield made
+    for listener in made:
+        listener.close()
+
+
+def _connect(addr: str) -> VaultStore:
+    config = config_module.parse({"vault": {"addr": addr}}, {"VAULT_TOKEN": TOKEN})
+    return VaultStore.connect(config.vault)
+
+
+def test_a_redirect_from_vault_is_not_followed(listeners: list[Listener]) -> None:
+    target = Listener(status=200)
+    redirecting = Listener(status=307, headers={"Location": f"{target.url}/v1/elsewhere"})
+    listeners += [target, redirecting]
+
+    with pytest.raises(VaultError) as caught:
+        _connect(redirecting.url)
+
+    assert [seen[:2] for seen in redirecting.seen] == [("GET", "/v1/auth/token/lookup-self")]
+    assert target.seen == []
+    assert TOKEN not in str(caught.value)
+
+
+def test_vault_requests_go_through_the_environments_proxy(
+    listeners: list[Listener], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = Listener(status=502)
+    listeners.append(proxy)
+    vault_addr = f"http://vault.internal.example:{free_port()}"
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    with pytest.raises(VaultError):
+        _connect(vault_addr)
+
+    # The proxy was asked for Vault's URL in absolute form: the request was routed through it.
+    assert [seen[:2] for seen in proxy.seen] == [("GET", f"{vault_addr}/v1/auth/token/lookup-self")]
+
+
+def test_no_proxy_sends_vault_requests_directly(
+    dev_vault: DevVault, listeners: list[Listener], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = Listener(status=502)
+    listeners.append(proxy)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    config = config_module.parse(
+        {"vault": {"addr": dev_vault.addr}}, {"VAULT_TOKEN": dev_vault.root_token}
+    )
+
+    VaultStore.connect(config.vault).list_sources()
+
+    assert proxy.seen == []
+
+
+def test_a_vault_that_refuses_connections_is_unavailable() -> None:
+    with pytest.raises(VaultUnavailable, match="cannot connect to Vault"):
+        _connect(f"http://127.0.0.1:{free_port()}")
+
+
+def test_a_vault_that_never_answers_times_out(
+    listeners: list[Listener], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silent = Listener(hang=threading.Event())
+    listeners.append(silent)
+    monkeypatch.setattr(vault_module, "VAULT_TIMEOUT_SECONDS", 0.5)
+
+    with pytest.raises(VaultUnavailable, match="did not answer in time"):
+        _connect(silent.url)
+    assert len(silent.seen) == 1
+
+
+def test_a_vault_that_closes_the_connection_is_unavailable() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def close_each() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        with pytest.raises(VaultUnavailable, match="cannot reach Vault"):
+            _connect(f"http://127.0.0.1:{server.getsockname()[1]}")
+    finally:
+        server.close()
+
+
+def test_the_transport_refuses_a_request_without_a_timeout() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        VaultHTTP().request("GET", "http://127.0.0.1:9/v1/sys/health")
