@@ -6,8 +6,7 @@
     ├── VaultError
     │   ├── VaultUnavailable     sealed, down, timing out, 5xx            (retryable)
     │   ├── VaultAuthError       rotator's own credentials are refused    (exit 3)
-    │   ├── VaultConflict        a check-and-set write lost a race        (retryable)
-    │   └── VaultWriteMismatch   the read-back differs from what was written (retryable)
+    │   └── VaultConflict        a check-and-set write lost a race        (retryable)
     └── ExchangeError
         ├── HostNotAllowed       token URL outside the allowlist, plain http, userinfo
         ├── RedirectRefused      the IdP answered 3xx; a token never follows a redirect
@@ -60,12 +59,6 @@ class VaultAuthError(VaultError):
 
 class VaultConflict(VaultError):
     """A check-and-set write found a different version than expected: someone else wrote first."""
-
-    retryable = True
-
-
-class VaultWriteMismatch(VaultError):
-    """The secret read back after a write is not what rotator wrote."""
 
     retryable = True
 

@@ -44,7 +44,7 @@ from rotator.policy import Action, Decision, Failure, Reason
 from rotator.redact import SECRETS
 from rotator.sources import Source, parse_source
 from rotator.tokens import AccessToken, Principal, parse_output
-from rotator.vault import SecretVersion, VaultStore
+from rotator.vault import ReleasedClaim, SecretVersion, VaultStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Outcome:
     capped_until: datetime | None = None
     principal_change: tuple[Principal, Principal] | None = None
     api_token_expires_at: datetime | None = None
+    version: int | None = None  # the output's KV version this outcome wrote or saw, if known
 
     @property
     def healthy(self) -> bool:
@@ -106,6 +107,8 @@ class Rotator:
         self._failures: dict[str, Failure] = {}
         self._held: dict[str, AccessToken] = {}
         self._locks: dict[str, threading.Lock] = {}
+        # Per token, what this instance's last claim release left (see VaultStore.claim).
+        self._released: dict[str, ReleasedClaim] = {}
         self._guard = threading.Lock()
 
     # --- one token ----------------------------------------------------------------------------
@@ -256,22 +259,30 @@ class Rotator:
             )
 
         lease = self._claim_lease()
-        claim = self.store.claim(name, self.instance_id, now, lease)
+        claim = self.store.claim(
+            name, self.instance_id, now, lease, released=self._released.pop(name, None)
+        )
         if claim is None:
             logger.info("token %s: another rotator is refreshing it", name)
             return Outcome(
                 name, "fresh" if previous else "failing", previous, now + lease, "claimed elsewhere"
             )
+        read_version = current.version if current else 0
+        output_version = read_version
         try:
-            # Under the claim, look again: another instance may have stored a token between
-            # our first read and our claim (its claim ends only after its write).
-            latest = self.store.read_output(name)
-            if (latest.version if latest else 0) != (current.version if current else 0):
-                token, _ = _read_output(name, latest)
-                if token is not None and latest is not None and latest.written_by_rotator:
-                    decision = self._decide(name, now, token, True, source.version)
-                    if decision.action is Action.WAIT and not force:
-                        return Outcome(name, "fresh", token, decision.at, "refreshed elsewhere")
+            latest = current
+            if claim.settled_output_version != read_version:
+                # Another instance may have stored a token between our read and our claim (its
+                # claim ends only after its write): look again. Skipped when the claim's last
+                # release recorded the very version we read.
+                latest = self.store.read_output(name)
+                output_version = latest.version if latest else 0
+                if output_version != read_version:
+                    token, _ = _read_output(name, latest)
+                    if token is not None and latest is not None and latest.written_by_rotator:
+                        decision = self._decide(name, now, token, True, source.version)
+                        if decision.action is Action.WAIT and not force:
+                            return Outcome(name, "fresh", token, decision.at, "refreshed elsewhere")
             started = time.monotonic()
             try:
                 token = self.exchanger.exchange(source)
@@ -281,9 +292,14 @@ class Rotator:
             self._exchanged(name, "success", started)
             SECRETS.register(token.access_token)
             self._held[name] = token
-            return self._store(source, token, latest, previous, reason)
+            outcome = self._store(source, token, latest, previous, reason)
+            if outcome.version is not None:
+                output_version = outcome.version
+            return outcome
         finally:
-            self.store.release(name, self.instance_id, claim)
+            released = self.store.release(name, self.instance_id, claim, output_version)
+            if released is not None:
+                self._released[name] = released
 
     def _store(
         self,
@@ -334,7 +350,9 @@ class Rotator:
         ):
             change = (previous.principal, token.principal)
         decision = self._decide(name, self._clock(), token, True, source.version)
-        return Outcome(name, "refreshed", token, decision.at, reason, principal_change=change)
+        return Outcome(
+            name, "refreshed", token, decision.at, reason, principal_change=change, version=version
+        )
 
     def _exchange_failed(
         self,
@@ -374,7 +392,7 @@ class Rotator:
         if current is not None and current.written_by_rotator and token and token.expires_at > now:
             logger.info("token %s: another rotator stored a fresh token first; keeping it", name)
             decision = self._decide(name, now, token, True, source.version)
-            return Outcome(name, "fresh", token, decision.at, "conflict")
+            return Outcome(name, "fresh", token, decision.at, "conflict", version=current.version)
         failure = self._record_failure(name, "transient", now)
         return Outcome(
             name,
@@ -466,6 +484,7 @@ class Rotator:
         with self._guard:
             self._failures.pop(name, None)
             self._held.pop(name, None)
+            self._released.pop(name, None)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The Vault adapter: the only module that imports hvac.
 
 `VaultStore` speaks KV v2 under one mount: it discovers source secrets, reads them with their
-version, and writes output secrets with check-and-set, their `custom_metadata`, and a read-back.
+version, and writes output secrets with check-and-set and their `custom_metadata`.
 Every hvac or transport error is converted here into rotator's own (`errors.py`): nothing from
 `hvac.exceptions` or `urllib3.exceptions` escapes this module. Messages name the route and
 status, never a secret value.
@@ -29,7 +29,6 @@ from rotator.errors import (
     VaultConflict,
     VaultError,
     VaultUnavailable,
-    VaultWriteMismatch,
 )
 from rotator.httpenv import environ_proxies
 from rotator.redact import SECRETS, fingerprint
@@ -88,6 +87,25 @@ class OutputMetadata:
             return parse_time(self.custom_metadata["expires_at"])
         except (KeyError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim this instance holds: its KV version, and the output's version as the previous
+    owner left it when it released the claim (None when unknown: never claimed, or the previous
+    owner died holding it). While the output is still at that version, nobody wrote it since
+    the caller read it, and it need not be read again under the claim."""
+
+    version: int
+    settled_output_version: int | None
+
+
+@dataclass(frozen=True)
+class ReleasedClaim:
+    """What this instance's release left: the claim's version and the output version recorded."""
+
+    version: int
+    output_version: int
 
 
 @contextmanager
@@ -295,11 +313,12 @@ class VaultStore:
         """Store `token` as the output secret if it is still at `current`'s version (absent: 0).
 
         Routes, in order: `POST <mount>/metadata/<path>` announcing the new token's fingerprint,
-        `POST <mount>/data/<path>` with `options.cas`, `POST <mount>/metadata/<path>` with the
-        new `issued_at`/`expires_at`, then `GET <mount>/data/<path>` to read it back. Announcing
-        first means a reader never mistakes rotator's own write, seen half-way, for a foreign one
-        (see `SecretVersion.written_by_rotator`). Returns the new version. Raises `VaultConflict`
-        when someone else wrote first, `VaultWriteMismatch` when the read-back differs.
+        `POST <mount>/data/<path>` with `options.cas`, then `POST <mount>/metadata/<path>` with
+        the new `issued_at`/`expires_at`. Announcing first means a reader never mistakes
+        rotator's own write, seen half-way, for a foreign one (see
+        `SecretVersion.written_by_rotator`). A successful check-and-set is Vault's word that
+        exactly these fields are the new version, so nothing is read back. Returns the new
+        version. Raises `VaultConflict` when someone else wrote first.
         """
         path = f"{self.output_prefix}/{name}"
         fields = token.fields()
@@ -340,9 +359,6 @@ class VaultStore:
             custom_metadata=metadata,
             max_versions=keep_versions,
         )
-        stored = self._read(path)
-        if stored is None or stored.version != version or dict(stored.data) != fields:
-            raise VaultWriteMismatch(f"write {path}: the read-back differs from what was written")
         return version
 
     def read_output_metadata(self, name: str) -> OutputMetadata | None:
@@ -372,15 +388,38 @@ class VaultStore:
 
     # --- coordination between instances ---------------------------------------------------------
 
-    def claim(self, name: str, owner: str, now: datetime, lease: timedelta) -> int | None:
-        """Claim the right to exchange `name` for `lease`. Returns the claim's version (for
-        `release`), or None when another owner's claim is live or another owner claimed first.
+    def claim(
+        self,
+        name: str,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        released: ReleasedClaim | None = None,
+    ) -> Claim | None:
+        """Claim the right to exchange `name` for `lease`, or None when another owner's claim is
+        live or another owner claimed first.
 
         A claim is a KV v2 secret at `<mount>/rotator-claims/<output_prefix>/<name>` holding the
         owner and its expiry, written with check-and-set against the version read: of two
         instances claiming at once, exactly one wins. A dead owner's claim lapses by itself.
+
+        `released`: what this instance's own last `release` of `name` left. While nobody has
+        claimed since, the claim is taken in one write (`POST`) instead of a read and a write.
         """
         path = self._claim_path(name)
+        record = {"owner": owner, "until": format_time(now + lease)}
+        if released is not None:
+            try:
+                response = self._call(
+                    "claim",
+                    path,
+                    self._kv.create_or_update_secret,
+                    secret=record,
+                    cas=released.version,
+                )
+                return Claim(int(response["data"]["version"]), released.output_version)
+            except VaultConflict:
+                pass  # someone claimed since: look at what they left
         existing = self._read(path)
         if existing is not None and existing.data.get("owner") != owner:
             try:
@@ -394,26 +433,37 @@ class VaultStore:
                 "claim",
                 path,
                 self._kv.create_or_update_secret,
-                secret={"owner": owner, "until": format_time(now + lease)},
+                secret=record,
                 cas=existing.version if existing is not None else 0,
             )
         except VaultConflict:
             return None
-        return int(response["data"]["version"])
+        settled = _settled_output_version(existing)
+        return Claim(int(response["data"]["version"]), settled)
 
-    def release(self, name: str, owner: str, version: int) -> None:
-        """End the claim `claim` returned early; best effort (a claim lapses anyway). The
-        check-and-set on its version leaves a claim someone else took since untouched."""
+    def release(
+        self, name: str, owner: str, claim: Claim, output_version: int
+    ) -> ReleasedClaim | None:
+        """End `claim` early, recording `output_version`, the output's version as the owner
+        leaves it; best effort (a claim lapses anyway). The check-and-set on the claim's version
+        leaves a claim someone else took since untouched. Returns what `claim` can start from
+        next time, or None when the release failed."""
         try:
-            self._call(
+            response = self._call(
                 "release",
                 self._claim_path(name),
                 self._kv.create_or_update_secret,
-                secret={"owner": owner, "until": "1970-01-01T00:00:00Z"},
-                cas=version,
+                secret={
+                    "owner": owner,
+                    "until": "1970-01-01T00:00:00Z",
+                    "output_version": output_version,
+                },
+                cas=claim.version,
             )
         except VaultError as exc:
             logger.debug("releasing the claim on %s failed: %s", name, exc)
+            return None
+        return ReleasedClaim(int(response["data"]["version"]), output_version)
 
     def _claim_path(self, name: str) -> str:
         return f"{CLAIMS_ROOT}/{self.output_prefix}/{name}"
@@ -449,6 +499,15 @@ class VaultStore:
                 return method(path, mount_point=self.mount, **kwargs)
             except hvac.exceptions.InvalidPath:
                 raise _NotFound from None
+
+
+def _settled_output_version(claim: SecretVersion | None) -> int | None:
+    """The output version a released claim recorded; None for a claim never released (or one
+    from before releases recorded it) and when there was no claim at all."""
+    if claim is None:
+        return None
+    recorded = claim.data.get("output_version")
+    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
 
 
 def _data_fingerprint(secret: SecretVersion) -> str:

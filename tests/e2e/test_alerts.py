@@ -159,8 +159,8 @@ def _assert_spec_payload(body: dict[str, Any], status: str) -> None:
 
 
 def _settled(metrics: str, name: str) -> bool:
-    """True once the daemon reported the token healthy: its write (announce, data, metadata,
-    read-back) is complete, so a forgery cannot land in the middle of it."""
+    """True once the daemon reported the token healthy: its write (announce, data, metadata)
+    is complete, so a forgery cannot land in the middle of it."""
     status, page = _get(f"{metrics}/metrics")
     return status == 200 and _sample(page, "rotator_token_healthy", token=name) == 1
 

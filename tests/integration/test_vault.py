@@ -222,12 +222,59 @@ def test_a_claim_excludes_other_owners_until_it_lapses(vault_space: VaultSpace) 
 def test_a_released_claim_can_be_taken_at_once(vault_space: VaultSpace) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
-    version = store.claim("alpha", "one", NOW, lease)
-    assert version is not None
+    claim = store.claim("alpha", "one", NOW, lease)
+    assert claim is not None
 
-    store.release("alpha", "one", version)
+    store.release("alpha", "one", claim, output_version=4)
 
-    assert store.claim("alpha", "two", NOW, lease) is not None
+    taken = store.claim("alpha", "two", NOW, lease)
+    assert taken is not None
+    assert taken.settled_output_version == 4
+
+
+def test_a_claim_never_released_records_no_output_version(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    lease = timedelta(seconds=30)
+    first = store.claim("alpha", "one", NOW, lease)
+    assert first is not None and first.settled_output_version is None
+
+    lapsed = store.claim("alpha", "two", NOW + timedelta(seconds=31), lease)
+
+    # The first owner may have died after writing the output: the new owner must look again.
+    assert lapsed is not None and lapsed.settled_output_version is None
+
+
+def test_the_owners_next_claim_starts_from_its_own_release(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    lease = timedelta(seconds=30)
+    claim = store.claim("alpha", "one", NOW, lease)
+    assert claim is not None
+    released = store.release("alpha", "one", claim, output_version=7)
+    assert released is not None
+
+    again = store.claim("alpha", "one", NOW + timedelta(seconds=60), lease, released=released)
+
+    assert again is not None and again.settled_output_version == 7
+    # It is a real claim: nobody else gets one while it is live.
+    assert store.claim("alpha", "two", NOW + timedelta(seconds=61), lease) is None
+
+
+def test_a_stale_release_record_falls_back_to_reading_the_claim(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    lease = timedelta(seconds=30)
+    claim = store.claim("alpha", "one", NOW, lease)
+    assert claim is not None
+    released = store.release("alpha", "one", claim, output_version=7)
+    assert released is not None
+    theirs = store.claim("alpha", "two", NOW + timedelta(seconds=1), lease)
+    assert theirs is not None
+
+    # "two" holds a live claim since: "one"'s one-write claim fails and it reads, and waits.
+    assert store.claim("alpha", "one", NOW + timedelta(seconds=2), lease, released=released) is None
+
+    store.release("alpha", "two", theirs, output_version=8)
+    after = store.claim("alpha", "one", NOW + timedelta(seconds=3), lease, released=released)
+    assert after is not None and after.settled_output_version == 8
 
 
 def test_releasing_a_claim_someone_else_took_since_leaves_theirs(vault_space: VaultSpace) -> None:
@@ -237,7 +284,7 @@ def test_releasing_a_claim_someone_else_took_since_leaves_theirs(vault_space: Va
     assert stale is not None
     assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease) is not None
 
-    store.release("alpha", "one", stale)
+    assert store.release("alpha", "one", stale, output_version=1) is None
 
     assert store.claim("alpha", "three", NOW + timedelta(seconds=32), lease) is None
 
