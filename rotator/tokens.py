@@ -137,7 +137,8 @@ def parse_token_response(
     token = document.get("access_token")
     if not isinstance(token, str) or not token.strip():
         raise InvalidResponse("token endpoint answer has no access_token")
-    printable = token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
+    # ASCII and printable leaves the space as the only whitespace possible.
+    printable = token.isascii() and token.isprintable() and " " not in token
     if len(token) > MAX_TOKEN_LENGTH or not printable:
         raise InvalidResponse("access_token is not a printable token of sane length")
 
