@@ -153,7 +153,7 @@ def report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: Tex
     """Print one row (or JSON object) per token. Never prints a token value."""
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=rotator.config.exchange.max_workers) as pool:
-        counts = list(pool.map(_issuances(rotator), [o.name for o in outcomes]))
+        counts = list(pool.map(_issuances(rotator), outcomes))
     rows = [_row(outcome, count, now) for outcome, count in zip(outcomes, counts, strict=True)]
     if as_json:
         document = {
@@ -191,9 +191,11 @@ def report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: Tex
 
 
 def _issuances(rotator: Rotator) -> Any:
-    def count(name: str) -> int | None:
+    def count(outcome: Outcome) -> int | None:
+        if outcome.issuances_last_hour is not None:
+            return outcome.issuances_last_hour  # counted by the rotation itself
         try:
-            return rotator.issuances_last_hour(name)
+            return rotator.issuances_last_hour(outcome.name)
         except VaultError:
             return None
 

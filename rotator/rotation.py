@@ -71,6 +71,7 @@ class Outcome:
     principal_change: tuple[Principal, Principal] | None = None
     api_token_expires_at: datetime | None = None
     version: int | None = None  # the output's KV version this outcome wrote or saw, if known
+    issuances_last_hour: int | None = None  # when this pass counted them (it read the history)
 
     @property
     def healthy(self) -> bool:
@@ -238,8 +239,10 @@ class Rotator:
         if held is not None:
             return self._store(source, held, current, previous, reason)
 
+        history = self.store.output_history(name)
+        recent = policy.issuances_in_window(history, now)
         allowed_at = policy.issuance_allowed_at(
-            self.store.output_history(name), now, self.config.alerts.max_issuances_per_hour
+            history, now, self.config.alerts.max_issuances_per_hour
         )
         if allowed_at is not None:
             logger.warning(
@@ -256,6 +259,7 @@ class Rotator:
                 reason,
                 "issuance cap reached",
                 capped_until=allowed_at,
+                issuances_last_hour=recent,
             )
 
         lease = self._claim_lease()
@@ -271,10 +275,10 @@ class Rotator:
         output_version = read_version
         try:
             latest = current
-            if claim.settled_output_version != read_version:
+            if claim.output_may_have_changed(read_version):
                 # Another instance may have stored a token between our read and our claim (its
                 # claim ends only after its write): look again. Skipped when the claim's last
-                # release recorded the very version we read.
+                # release recorded the very version we read, or when there was no claim before.
                 latest = self.store.read_output(name)
                 output_version = latest.version if latest else 0
                 if output_version != read_version:
@@ -295,6 +299,7 @@ class Rotator:
             outcome = self._store(source, token, latest, previous, reason)
             if outcome.version is not None:
                 output_version = outcome.version
+                outcome = replace(outcome, issuances_last_hour=recent + 1)  # the one just written
             return outcome
         finally:
             released = self.store.release(name, self.instance_id, claim, output_version)

@@ -98,6 +98,12 @@ class Claim:
 
     version: int
     settled_output_version: int | None
+    first: bool = False  # nobody had claimed this token before: no claimed write ever happened
+
+    def output_may_have_changed(self, read_version: int) -> bool:
+        """Whether a claimed exchange by another instance may have written the output since the
+        caller read it at `read_version` (0: absent), so that it must be read again."""
+        return not self.first and self.settled_output_version != read_version
 
 
 @dataclass(frozen=True)
@@ -438,8 +444,12 @@ class VaultStore:
             )
         except VaultConflict:
             return None
-        settled = _settled_output_version(existing)
-        return Claim(int(response["data"]["version"]), settled)
+        # With no claim before ours (check-and-set at 0 won), no instance ever exchanged this
+        # token under a claim, so none can have stored one since the caller's read.
+        version = int(response["data"]["version"])
+        if existing is None:
+            return Claim(version, None, first=True)
+        return Claim(version, _settled_output_version(existing))
 
     def release(
         self, name: str, owner: str, claim: Claim, output_version: int

@@ -96,6 +96,19 @@ def test_rotate_of_an_unknown_name_exits_1(rig: Rig) -> None:
     assert "no/such/token" in result.stdout
 
 
+def test_rotate_reports_the_issuances_the_rotation_counted_as_status_reads_them(
+    rig: Rig,
+) -> None:
+    rig.add_token("acme/prod")
+    rig.rotator("rotate", "acme/prod")
+
+    rotated = json.loads(rig.rotator("rotate", "--json", "acme/prod").stdout)
+    status = json.loads(rig.rotator("status", "--json").stdout)
+
+    assert rotated["tokens"][0]["issuances_last_hour"] == 2
+    assert status["tokens"][0]["issuances_last_hour"] == 2
+
+
 def test_status_json_reports_every_token_and_issues_nothing(rig: Rig) -> None:
     rig.add_token("acme/prod")
     rig.add_token("legacy", revoked=True)

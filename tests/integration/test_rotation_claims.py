@@ -78,6 +78,19 @@ def test_an_instance_that_read_before_anothers_write_does_not_issue_again(
     assert outcome.output.access_token == stored["data"]["access_token"]
 
 
+def test_the_first_claim_on_a_token_needs_no_second_look(
+    rotators: list[Rotator], standin: LeanIXStandIn
+) -> None:
+    first, _ = rotators
+
+    assert first.rotate_one("shared").state == "refreshed"
+
+    # No claim existed and the check-and-set at 0 won: no instance ever exchanged this token
+    # under a claim, so the output read before claiming is still the latest.
+    assert _store(first).reads == Counter({"source": 1, "output": 1, "claim": 1})
+    assert standin.issued_count(API_TOKEN) == 1
+
+
 def test_after_its_own_release_an_instance_claims_without_reading(
     rotators: list[Rotator], standin: LeanIXStandIn
 ) -> None:

@@ -236,12 +236,14 @@ def test_a_claim_never_released_records_no_output_version(vault_space: VaultSpac
     store = vault_space.store()
     lease = timedelta(seconds=30)
     first = store.claim("alpha", "one", NOW, lease)
-    assert first is not None and first.settled_output_version is None
+    assert first is not None and first.first
+    assert not first.output_may_have_changed(0)  # nobody ever claimed: nobody wrote under one
 
     lapsed = store.claim("alpha", "two", NOW + timedelta(seconds=31), lease)
 
     # The first owner may have died after writing the output: the new owner must look again.
-    assert lapsed is not None and lapsed.settled_output_version is None
+    assert lapsed is not None and not lapsed.first
+    assert lapsed.output_may_have_changed(0) and lapsed.output_may_have_changed(1)
 
 
 def test_the_owners_next_claim_starts_from_its_own_release(vault_space: VaultSpace) -> None:
