@@ -9,9 +9,9 @@ check-and-set against the version that was read.
 Issuing as little as possible (LeanIX asks clients not to request tokens while one is valid):
 - a token rotator obtained but could not store, or that someone else overwrote, is *held* in
   memory and written (again) while it is fresh, instead of exchanging anew;
-- at most `max_issuances_per_hour` output versions per token in any hour, counted from the
-  output's KV version history, so restarts and other instances count too. The cap is hard:
-  even `rotate` waits for the window.
+- at most `max_issuances_per_hour` issuances per token in any hour, counted from the issuance
+  log kept in the output's custom_metadata (per minute; tokens.py), so restarts and other
+  instances count too. The cap is hard: even `rotate` waits for the window.
 """
 
 from __future__ import annotations
@@ -239,7 +239,11 @@ class Rotator:
         if held is not None:
             return self._store(source, held, current, previous, reason)
 
-        history = self.store.output_history(name)
+        # The issuance log comes with the output read; only an output without one (absent, or
+        # written before rotator kept it) costs a read of the version history.
+        history = current.issuances if current is not None else None
+        if history is None:
+            history = self.store.output_issuances(name)
         recent = policy.issuances_in_window(history, now)
         allowed_at = policy.issuance_allowed_at(
             history, now, self.config.alerts.max_issuances_per_hour
@@ -463,8 +467,8 @@ class Rotator:
         )
 
     def issuances_last_hour(self, name: str) -> int:
-        """Output versions written in the last hour (from Vault's version history)."""
-        return policy.issuances_in_window(self.store.output_history(name), self._clock())
+        """Access tokens issued in the last hour (`VaultStore.output_issuances`)."""
+        return policy.issuances_in_window(self.store.output_issuances(name), self._clock())
 
     def adopt(self, previous: Rotator) -> None:
         """Take over a replaced rotator's memory (failures and backoff, held tokens), so a

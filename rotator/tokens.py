@@ -213,3 +213,64 @@ def parse_output(data: Mapping[str, Any]) -> AccessToken:
         source_version=source_version,
         principal=principal_of(claims),
     )
+
+
+# --- the issuance log ---------------------------------------------------------------------------
+#
+# Kept in the output secret's custom_metadata (key `issuances`) so that the issuance cap and the
+# issuances-last-hour figure come with the output read rotator makes anyway. Counts per minute
+# for the last hour: "<newest minute> <age>:<count> ...", ages in minutes before the newest
+# (e.g. "29459874 0:1 48:1"). Minutes keep it within Vault's 512-byte limit for a value at any
+# cap (at most 60 pairs); an issuance is taken to happen at the end of its minute, so the cap
+# errs on the strict side by under a minute.
+
+ISSUANCE_LOG_KEY = "issuances"
+ISSUANCE_LOGGED_KEY = "issuance_logged"  # the fingerprint of the token counted last
+_LOG_MINUTES = 61  # one hour, and the minute in progress
+_LOG_MAX_LENGTH = 500  # Vault refuses custom_metadata values over 512 bytes
+
+
+def issuance_log_add(log: str | None, at: datetime) -> str:
+    """`log` with one more issuance at `at`, minutes older than an hour before `at` dropped.
+    An unreadable or missing `log` starts afresh."""
+    minute = int(at.timestamp()) // 60
+    counts = _log_counts(log) or {}
+    counts[minute] = counts.get(minute, 0) + 1
+    newest = max(counts)
+    kept = sorted(((m, c) for m, c in counts.items() if newest - m < _LOG_MINUTES), reverse=True)
+    while True:
+        text = f"{newest} " + " ".join(f"{newest - m}:{c}" for m, c in kept)
+        if len(text) <= _LOG_MAX_LENGTH or len(kept) == 1:
+            return text
+        kept.pop()  # only with absurd caps: forget the oldest minute rather than fail the write
+
+
+def issuance_log_times(log: str | None) -> tuple[datetime, ...] | None:
+    """The issuances `log` records, each at the end of its minute, oldest first; None when there
+    is no log or it is unreadable (the caller then counts another way)."""
+    counts = _log_counts(log)
+    if counts is None:
+        return None
+    times: list[datetime] = []
+    for minute in sorted(counts):
+        times += [datetime.fromtimestamp((minute + 1) * 60, UTC)] * counts[minute]
+    return tuple(times)
+
+
+def _log_counts(log: str | None) -> dict[int, int] | None:
+    if not log:
+        return None
+    newest, *pairs = log.split()
+    try:
+        base = int(newest)
+        counts: dict[int, int] = {}
+        for pair in pairs:
+            age, count = pair.split(":")
+            if not 0 <= int(age) < _LOG_MINUTES or not 0 < int(count) <= 100_000:
+                return None
+            counts[base - int(age)] = counts.get(base - int(age), 0) + int(count)
+    except ValueError:
+        return None
+    if not 0 < base < 2**33 // 60 or not pairs:
+        return None
+    return counts

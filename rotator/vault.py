@@ -32,7 +32,15 @@ from rotator.errors import (
 )
 from rotator.httpenv import environ_proxies
 from rotator.redact import SECRETS, fingerprint
-from rotator.tokens import AccessToken, format_time, parse_time
+from rotator.tokens import (
+    ISSUANCE_LOG_KEY,
+    ISSUANCE_LOGGED_KEY,
+    AccessToken,
+    format_time,
+    issuance_log_add,
+    issuance_log_times,
+    parse_time,
+)
 from rotator.vaulthttp import VaultHTTP
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,11 @@ class SecretVersion:
         }
         return _data_fingerprint(self) in announced - {None, "", "-"}
 
+    @property
+    def issuances(self) -> tuple[datetime, ...] | None:
+        """Issuance times from the output's issuance log (see tokens.py); None without one."""
+        return issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY))
+
 
 @dataclass(frozen=True)
 class TokenInfo:
@@ -79,6 +92,13 @@ class OutputMetadata:
     current_version: int
     custom_metadata: Mapping[str, str]
     history: tuple[datetime, ...]  # creation times of the versions kept, oldest first
+
+    @property
+    def issuances(self) -> tuple[datetime, ...]:
+        """Issuance times: from the issuance log rotator keeps in custom_metadata, or, for an
+        output written without one, the creation times of the versions kept."""
+        logged = issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY))
+        return logged if logged is not None else self.history
 
     @property
     def expires_at(self) -> datetime | None:
@@ -320,8 +340,9 @@ class VaultStore:
 
         Routes, in order: `POST <mount>/metadata/<path>` announcing the new token's fingerprint,
         `POST <mount>/data/<path>` with `options.cas`, then `POST <mount>/metadata/<path>` with
-        the new `issued_at`/`expires_at`. Announcing first means a reader never mistakes
-        rotator's own write, seen half-way, for a foreign one (see
+        the new `issued_at`/`expires_at` and the issuance log (tokens.py) counting this token,
+        unless it is the token counted last being written back. Announcing first means a reader
+        never mistakes rotator's own write, seen half-way, for a foreign one (see
         `SecretVersion.written_by_rotator`). A successful check-and-set is Vault's word that
         exactly these fields are the new version, so nothing is read back. Returns the new
         version. Raises `VaultConflict` when someone else wrote first.
@@ -356,6 +377,11 @@ class VaultStore:
             cas=current.version if current is not None else 0,
         )
         version = int(response["data"]["version"])
+        if metadata.get(ISSUANCE_LOGGED_KEY) != token.fingerprint:  # not a write-back
+            metadata[ISSUANCE_LOG_KEY] = issuance_log_add(
+                metadata.get(ISSUANCE_LOG_KEY), token.issued_at
+            )
+            metadata[ISSUANCE_LOGGED_KEY] = token.fingerprint
         metadata["issued_at"] = format_time(token.issued_at)
         metadata["expires_at"] = format_time(token.expires_at)
         self._call(
@@ -387,10 +413,10 @@ class VaultStore:
             history=tuple(history),
         )
 
-    def output_history(self, name: str) -> tuple[datetime, ...]:
-        """Creation times of the output's versions still kept, oldest first; empty when absent."""
+    def output_issuances(self, name: str) -> tuple[datetime, ...]:
+        """The output's issuance times (`OutputMetadata.issuances`); empty when absent."""
         metadata = self.read_output_metadata(name)
-        return metadata.history if metadata is not None else ()
+        return metadata.issuances if metadata is not None else ()
 
     # --- coordination between instances ---------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -109,16 +110,48 @@ def test_creating_an_output_that_someone_else_created_is_a_conflict(
         store.write_output("alpha", _token("other.token.value"), None)
 
 
-def test_output_history_lists_one_entry_per_version(vault_space: VaultSpace) -> None:
+def _issued(value: str, at: datetime) -> AccessToken:
+    return replace(_token(value), issued_at=at, expires_at=at + timedelta(seconds=3599))
+
+
+def test_each_new_token_is_logged_once_as_an_issuance(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    for number in range(3):
-        store.write_output("alpha", _token(f"token.number.{number}"), store.read_output("alpha"))
+    for minute in range(3):
+        token = _issued(f"token.number.{minute}", NOW + timedelta(minutes=minute))
+        store.write_output("alpha", token, store.read_output("alpha"))
+    # The last token written back (after someone overwrote it, say) is no new issuance.
+    store.write_output("alpha", token, store.read_output("alpha"))
 
-    history = store.output_history("alpha")
+    issuances = store.output_issuances("alpha")
+    current = store.read_output("alpha")
 
-    assert len(history) == 3
-    assert list(history) == sorted(history)
-    assert store.output_history("never-written") == ()
+    # Logged per minute, each at the end of its minute.
+    assert issuances == tuple(NOW + timedelta(minutes=minute + 1) for minute in range(3))
+    assert current is not None and current.issuances == issuances
+    assert store.output_issuances("never-written") == ()
+
+
+def test_two_tokens_issued_in_the_same_second_are_two_issuances(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    store.write_output("alpha", _token("first.token.value"), None)
+    store.write_output("alpha", _token("second.token.value"), store.read_output("alpha"))
+
+    assert len(store.output_issuances("alpha")) == 2
+
+
+def test_an_output_without_an_issuance_log_counts_its_versions(vault_space: VaultSpace) -> None:
+    for number in range(2):  # written by someone else: no custom_metadata at all
+        vault_space.root.secrets.kv.v2.create_or_update_secret(
+            f"{vault_space.output_prefix}/alpha",
+            secret={**_token(f"token.number.{number}").fields()},
+            mount_point="secret",
+        )
+    store = vault_space.store()
+
+    current = store.read_output("alpha")
+
+    assert current is not None and current.issuances is None
+    assert len(store.output_issuances("alpha")) == 2
 
 
 def test_an_output_rotator_wrote_is_recognised_as_its_own(vault_space: VaultSpace) -> None:
@@ -152,7 +185,8 @@ def test_output_keeps_the_requested_number_of_versions(vault_space: VaultSpace) 
             "alpha", _token(f"token.number.{number}"), store.read_output("alpha"), keep_versions=3
         )
 
-    assert len(store.output_history("alpha")) == 3
+    metadata = store.read_output_metadata("alpha")
+    assert metadata is not None and len(metadata.history) == 3
 
 
 def test_a_token_vault_does_not_know_is_refused_at_login(dev_vault: DevVault) -> None:

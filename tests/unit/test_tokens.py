@@ -18,6 +18,8 @@ from rotator.tokens import (
     Principal,
     decode_jwt_claims,
     format_time,
+    issuance_log_add,
+    issuance_log_times,
     parse_output,
     parse_time,
     parse_token_response,
@@ -444,3 +446,53 @@ def test_arbitrary_json_only_ever_raises_invalid_response(document: Any, require
         return
     assert token.access_token
     assert token.expires_at > token.issued_at
+
+
+# --- the issuance log ---------------------------------------------------------------------------
+
+LOG_START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def _log_of(moments: list[datetime]) -> str | None:
+    log = None
+    for moment in moments:
+        log = issuance_log_add(log, moment)
+    return log
+
+
+@given(st.lists(st.integers(0, 3599), min_size=1, max_size=300))
+def test_the_issuance_log_keeps_every_issuance_of_the_hour_a_little_late(
+    offsets: list[int],
+) -> None:
+    moments = [LOG_START + timedelta(seconds=offset) for offset in sorted(offsets)]
+
+    times = issuance_log_times(_log_of(moments))
+
+    # Every issuance is there, never early (the cap errs strict) and under a minute late.
+    assert times is not None and len(times) == len(moments)
+    for logged, actual in zip(times, moments, strict=True):
+        assert actual < logged <= actual + timedelta(seconds=60)
+
+
+def test_the_issuance_log_forgets_what_is_over_an_hour_old() -> None:
+    log = _log_of([LOG_START, LOG_START + timedelta(minutes=30), LOG_START + timedelta(minutes=62)])
+
+    times = issuance_log_times(log)
+
+    assert times == (LOG_START + timedelta(minutes=31), LOG_START + timedelta(minutes=63))
+
+
+def test_the_issuance_log_fits_vaults_value_limit_at_any_rate() -> None:
+    # One issuance a second for an hour: far beyond any sane cap.
+    log = _log_of([LOG_START + timedelta(seconds=second) for second in range(3600)])
+
+    assert log is not None and len(log) <= 512
+    assert len(issuance_log_times(log) or ()) == 3600
+
+
+@pytest.mark.parametrize(
+    "log",
+    ["", "garbage", "29932560", "29932560 0:x", "29932560 61:1", "29932560 0:0", "-5 0:1", "1 2 3"],
+)
+def test_an_unreadable_issuance_log_is_none(log: str) -> None:
+    assert issuance_log_times(log) is None
