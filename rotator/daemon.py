@@ -256,9 +256,17 @@ class Daemon:
                 logger.info("token %s: Vault is back; looking at it now", name)
                 self._schedule(name, now)
         names = sorted(self.names)
+        try:
+            # One listing for every output where Vault offers it (OpenBao), else a read each.
+            listed = store.list_output_metadata()
+        except VaultError as exc:
+            logger.warning("check: %s", exc)
+            return False
         for name in names:
             try:
-                metadata = store.read_output_metadata(name)
+                metadata = (
+                    listed.get(name) if listed is not None else store.read_output_metadata(name)
+                )
             except VaultError as exc:
                 logger.warning("check: %s", exc)
                 return False

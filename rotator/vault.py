@@ -186,6 +186,7 @@ class VaultStore:
     def __init__(self, client: hvac.Client, mount: str, source_prefix: str, output_prefix: str):
         self._auth_config: VaultConfig | None = None
         self._token_file_stamp: tuple[int, int, int] | None = None
+        self._detailed_listing = True  # until the server or the policy says otherwise
         self._client = client
         self._kv = client.secrets.kv.v2
         self.mount = mount
@@ -402,16 +403,66 @@ class VaultStore:
             response = self._call("read metadata of", path, self._kv.read_secret_metadata)
         except _NotFound:
             return None
-        data = response["data"]
-        versions = data.get("versions") or {}
-        history = sorted(
-            parse_time(v["created_time"]) for v in versions.values() if v.get("created_time")
-        )
-        return OutputMetadata(
-            current_version=int(data.get("current_version") or 0),
-            custom_metadata=data.get("custom_metadata") or {},
-            history=tuple(history),
-        )
+        return _output_metadata(response["data"])
+
+    def list_output_metadata(self, page_size: int = 1000) -> dict[str, OutputMetadata] | None:
+        """Every output's metadata by name, from OpenBao's detailed listing (`LIST
+        <mount>/detailed-metadata/<output_prefix>/...`, one request per folder and page of
+        `page_size`), instead of one read per output. None when the server has no such listing
+        (HashiCorp Vault) or rotator's policy does not grant it: then read one by one.
+        """
+        if not self._detailed_listing:
+            return None
+        found: dict[str, OutputMetadata] = {}
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            after = ""
+            while True:
+                try:
+                    page = self._detailed_page(f"{self.output_prefix}/{folder}", page_size, after)
+                except _NotFound as exc:
+                    if exc.unsupported:
+                        logger.info("Vault has no detailed metadata listing; reading one by one")
+                        self._detailed_listing = False
+                        return None
+                    if not folder and not after:
+                        return None  # no outputs yet, or no listing: nothing to save
+                    break  # nothing after the last page, or a folder emptied since listed
+                except VaultAuthError:
+                    logger.warning(
+                        "rotator's Vault policy does not grant LIST on %s/detailed-metadata/%s; "
+                        "reading outputs one by one (see deploy/vault/rotator-policy.hcl)",
+                        self.mount,
+                        self.output_prefix,
+                    )
+                    self._detailed_listing = False
+                    return None
+                keys = page.get("keys") or []
+                info = page.get("key_info") or {}
+                for key in keys:
+                    if key.endswith("/"):
+                        pending.append(folder + key)
+                    elif isinstance(info.get(key), dict):
+                        found[folder + key] = _output_metadata(info[key])
+                if len(keys) < page_size:
+                    break
+                after = keys[-1]
+        return found
+
+    def _detailed_page(self, path: str, page_size: int, after: str) -> dict[str, Any]:
+        url = f"/v1/{self.mount}/detailed-metadata/{path.rstrip('/')}"
+        params = {"limit": page_size, **({"after": after} if after else {})}
+        with _mapped("list metadata of", f"{self.mount}/{path}"):
+            try:
+                response = self._client.adapter.list(url, params=params)
+            except hvac.exceptions.InvalidPath as exc:
+                raise _NotFound(unsupported="unsupported path" in _why(exc)) from None
+            except hvac.exceptions.UnexpectedError as exc:  # 405 "unsupported operation"
+                if "unsupported" in _why(exc):
+                    raise _NotFound(unsupported=True) from None
+                raise
+        return dict(response["data"]) if isinstance(response, dict) else {}
 
     def output_issuances(self, name: str) -> tuple[datetime, ...]:
         """The output's issuance times (`OutputMetadata.issuances`); empty when absent."""
@@ -552,7 +603,25 @@ def _data_fingerprint(secret: SecretVersion) -> str:
 
 
 class _NotFound(Exception):
-    """Internal: the route answered 404. Never leaves this module."""
+    """Internal: the route answered 404. Never leaves this module. `unsupported`: the server
+    does not know the route at all (as opposed to nothing being there)."""
+
+    def __init__(self, unsupported: bool = False):
+        super().__init__()
+        self.unsupported = unsupported
+
+
+def _output_metadata(data: Mapping[str, Any]) -> OutputMetadata:
+    """An OutputMetadata from a KV v2 metadata document (a read, or one detailed-listing entry)."""
+    versions = data.get("versions") or {}
+    history = sorted(
+        parse_time(v["created_time"]) for v in versions.values() if v.get("created_time")
+    )
+    return OutputMetadata(
+        current_version=int(data.get("current_version") or 0),
+        custom_metadata=data.get("custom_metadata") or {},
+        history=tuple(history),
+    )
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -26,6 +26,15 @@ path "secret/metadata/leanix/access-tokens/*" {
   capabilities = ["create", "update", "read"]
 }
 
+# The periodic check lists every output's metadata in one request per folder where the server
+# offers it (OpenBao's detailed metadata listing); without it rotator reads them one by one.
+path "secret/detailed-metadata/leanix/access-tokens" {
+  capabilities = ["list"]
+}
+path "secret/detailed-metadata/leanix/access-tokens/*" {
+  capabilities = ["list"]
+}
+
 # rotator's own token: look it up (health probe, TTL) and renew it.
 path "auth/token/lookup-self" {
   capabilities = ["read"]

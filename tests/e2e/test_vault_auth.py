@@ -9,14 +9,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import hvac
 import pytest
 
+from rotator import config as config_module
 from rotator.devvault import DevVault
 from rotator.standin import LeanIXStandIn
-from rotator.tokens import parse_time
+from rotator.tokens import AccessToken, parse_time
+from rotator.vault import VaultStore
 from tests.e2e.conftest import (
     BOOTSTRAP,
     ROTATOR,
@@ -35,6 +38,18 @@ def bootstrapped(tmp_path: Path) -> Iterator[tuple[DevVault, Path]]:
     credentials = tmp_path / "credentials"
     with approle_dev_vault(credentials, token_ttl="6s", token_max_ttl="14s") as vault:
         yield vault, credentials
+
+
+def _access_token() -> AccessToken:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return AccessToken(
+        access_token="header.payload.signature",
+        token_type="bearer",
+        expires_in=3599,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=3599),
+        source_version=1,
+    )
 
 
 def _approle_client(vault: DevVault, credentials: Path) -> hvac.Client:
@@ -59,6 +74,32 @@ def test_the_deploy_policy_refuses_writes_outside_its_paths(
     with pytest.raises(hvac.exceptions.Forbidden):
         kv.create_or_update_secret("elsewhere/secret", secret={"x": "1"}, mount_point="secret")
     client.adapter.close()
+
+
+def test_the_deploy_policy_grants_the_checks_one_request_listing(
+    bootstrapped: tuple[DevVault, Path],
+) -> None:
+    vault, credentials = bootstrapped
+    config = config_module.parse(
+        {
+            "vault": {
+                "addr": vault.addr,
+                "auth": {
+                    "method": "approle",
+                    "role_id_file": str(credentials / "role-id"),
+                    "secret_id_file": str(credentials / "secret-id"),
+                },
+            }
+        },
+        {},
+    )
+    store = VaultStore.connect(config.vault)
+    for name in ("acme/prod", "acme/sandbox"):
+        store.write_output(name, _access_token(), None)
+
+    listed = store.list_output_metadata()
+
+    assert listed is not None and sorted(listed) == ["acme/prod", "acme/sandbox"]
 
 
 def test_bootstrap_runs_again_on_a_prepared_vault(

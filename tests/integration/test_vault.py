@@ -189,6 +189,51 @@ def test_output_keeps_the_requested_number_of_versions(vault_space: VaultSpace) 
     assert metadata is not None and len(metadata.history) == 3
 
 
+def test_one_listing_gives_every_outputs_metadata_as_reads_do(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    names = ["alpha", "beta", "team-a/gamma", "team-a/deep/delta", "zeta"]
+    for name in names:
+        store.write_output(name, _token(f"token.for.{name.replace('/', '.')}"), None)
+
+    for page_size in (1000, 2):  # one page per folder, and several
+        listed = store.list_output_metadata(page_size=page_size)
+
+        assert listed is not None and sorted(listed) == sorted(names)
+        assert listed == {name: store.read_output_metadata(name) for name in names}
+
+
+def test_no_outputs_yet_lists_as_none(vault_space: VaultSpace) -> None:
+    assert vault_space.store().list_output_metadata() is None
+
+
+def test_without_the_listing_in_its_policy_rotator_reads_one_by_one(
+    vault_space: VaultSpace,
+) -> None:
+    vault_space.write_source("alpha", {"api_token": "x", "host": "acme.leanix.net"})
+    vault_space.store().write_output("alpha", _token(), None)
+    vault_space.root.sys.create_or_update_policy(
+        "no-detailed-listing",
+        'path "secret/data/*" { capabilities = ["read"] }\n'
+        'path "secret/metadata/*" { capabilities = ["read", "list"] }',
+    )
+    limited = vault_space.root.auth.token.create(policies=["no-detailed-listing"], ttl="10m")
+    config = config_module.parse(
+        {
+            "vault": {
+                "addr": vault_space.config().vault.addr,
+                "source_prefix": vault_space.source_prefix,
+                "output_prefix": vault_space.output_prefix,
+            }
+        },
+        {"VAULT_TOKEN": limited["auth"]["client_token"]},
+    )
+    store = VaultStore.connect(config.vault)
+
+    assert store.list_output_metadata() is None
+    assert store.list_output_metadata() is None  # remembered: not asked again
+    assert store.read_output_metadata("alpha") is not None
+
+
 def test_a_token_vault_does_not_know_is_refused_at_login(dev_vault: DevVault) -> None:
     config = config_module.parse(
         {"vault": {"addr": dev_vault.addr}}, {"VAULT_TOKEN": "not-a-real-token"}

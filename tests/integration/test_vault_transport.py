@@ -164,3 +164,43 @@ def test_a_vault_that_closes_the_connection_is_unavailable() -> None:
 def test_the_transport_refuses_a_request_without_a_timeout() -> None:
     with pytest.raises(ValueError, match="timeout"):
         VaultHTTP().request("GET", "http://127.0.0.1:9/v1/sys/health")
+
+
+def test_a_vault_without_the_detailed_listing_is_read_one_by_one(
+    listeners: list[Listener],
+) -> None:
+    """HashiCorp Vault's KV v2 has no `detailed-metadata` route and answers 404 "unsupported
+    path"; stood in for here, as it cannot run in this suite."""
+    seen: list[str] = []
+
+    class HashiCorpLike(BaseHTTPRequestHandler):
+        def _json(self, status: int, body: str) -> None:
+            seen.append(f"{self.command} {self.path.split('?')[0]}")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def do_GET(self) -> None:
+            self._json(200, '{"data": {"ttl": 0, "creation_ttl": 0, "renewable": false}}')
+
+        def do_LIST(self) -> None:
+            self._json(404, '{"errors": ["1 error occurred:\\n\\t* unsupported path\\n\\n"]}')
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HashiCorpLike)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = _connect(f"http://127.0.0.1:{server.server_address[1]}")
+
+        assert store.list_output_metadata() is None
+        assert store.list_output_metadata() is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Asked once; after "unsupported path" the store does not ask again.
+    assert seen.count("LIST /v1/secret/detailed-metadata/leanix/access-tokens") == 1
