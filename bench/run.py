@@ -566,7 +566,9 @@ def vault_requests_per_rotation(rig: Rig, n: int) -> dict[str, Any]:
 # --- 5-6: the daemon with a fleet --------------------------------------------------------------
 
 
-CHECK_ROUTE = "GET secret/metadata/{output}/*"  # what the daemon's periodic check reads
+# What the daemon's periodic check requests: OpenBao's detailed listing of the outputs' metadata,
+# or (without it) one metadata read per output.
+CHECK_ROUTES = ("LIST secret/detailed-metadata/{output}", "GET secret/metadata/{output}/*")
 CHECK_GAP_SECONDS = 4.0  # output-metadata reads after this long a pause start a new check
 POLL_SECONDS = 0.25
 MAX_WINDOWS = 5
@@ -605,12 +607,16 @@ def until_next_check(
     while time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
         now = take_sample(rig, proxy, pid)
-        if now.counts.get(CHECK_ROUTE, 0) != previous.counts.get(CHECK_ROUTE, 0):
+        if _check_requests(now) != _check_requests(previous):
             if previous.at - last_read.at >= CHECK_GAP_SECONDS:
                 return previous, last_read
             last_read = now
         previous = now
     return None
+
+
+def _check_requests(sample: Sample) -> int:
+    return sum(sample.counts.get(route, 0) for route in CHECK_ROUTES)
 
 
 def token_job_requests(counts: dict[str, int]) -> int:
