@@ -71,7 +71,7 @@ class Outcome:
     principal_change: tuple[Principal, Principal] | None = None
     api_token_expires_at: datetime | None = None
     version: int | None = None  # the output's KV version this outcome wrote or saw, if known
-    issuances_last_hour: int | None = None  # when this pass counted them (it read the history)
+    issuances_last_hour: int | None = None  # when this pass counted them on its way
 
     @property
     def healthy(self) -> bool:
@@ -303,6 +303,7 @@ class Rotator:
             outcome = self._store(source, token, latest, previous, reason)
             if outcome.version is not None:
                 output_version = outcome.version
+            if outcome.state == "refreshed":
                 outcome = replace(outcome, issuances_last_hour=recent + 1)  # the one just written
             return outcome
         finally:
