@@ -7,6 +7,7 @@ or refusing rotator's credentials.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from rotator import __version__
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.errors import ConfigError, VaultAuthError, VaultError
-from rotator.redact import install_filter
+from rotator.redact import SECRETS, install_filter
 from rotator.rotation import Outcome, Rotator
 from rotator.service import build_rotator, run_service
 from rotator.tokens import format_time
@@ -150,7 +151,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
 
 def report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: TextIO) -> None:
-    """Print one row (or JSON object) per token. Never prints a token value."""
+    """Print one row (or JSON object) per token. Never prints a token value: no row holds one,
+    and every known secret is redacted from the text on its way out all the same."""
+    text = io.StringIO()
+    _report(rotator, outcomes, as_json=as_json, out=text)
+    out.write(SECRETS.redact(text.getvalue()))
+
+
+def _report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: TextIO) -> None:
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=rotator.config.exchange.max_workers) as pool:
         counts = list(pool.map(_issuances(rotator), outcomes))
@@ -161,7 +169,7 @@ def report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: Tex
             "healthy": all(row["healthy"] for row in rows),
             "tokens": rows,
         }
-        json.dump(document, out, indent=2)
+        json.dump(SECRETS.redact_data(document), out, indent=2)
         out.write("\n")
         return
     headers = ("TOKEN", "STATE", "EXPIRES IN", "LAST ISSUED", "ISSUED/1H", "DETAIL")
