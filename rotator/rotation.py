@@ -44,7 +44,7 @@ from rotator.policy import Action, Decision, Failure, Reason
 from rotator.redact import SECRETS
 from rotator.sources import Source, parse_source
 from rotator.tokens import AccessToken, Principal, parse_output
-from rotator.vault import ReleasedClaim, SecretVersion, VaultStore
+from rotator.vault import SecretVersion, VaultStore
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ class Rotator:
         self._failures: dict[str, Failure] = {}
         self._held: dict[str, AccessToken] = {}
         self._locks: dict[str, threading.Lock] = {}
-        # Per token, what this instance's last claim release left (see VaultStore.claim).
-        self._released: dict[str, ReleasedClaim] = {}
         self._guard = threading.Lock()
 
     # --- one token ----------------------------------------------------------------------------
@@ -267,9 +265,7 @@ class Rotator:
             )
 
         lease = self._claim_lease()
-        claim = self.store.claim(
-            name, self.instance_id, now, lease, released=self._released.pop(name, None)
-        )
+        claim = self.store.claim(name, self.instance_id, now, lease)
         if claim is None:
             logger.info("token %s: another rotator is refreshing it", name)
             return Outcome(
@@ -307,9 +303,7 @@ class Rotator:
                 outcome = replace(outcome, issuances_last_hour=recent + 1)  # the one just written
             return outcome
         finally:
-            released = self.store.release(name, self.instance_id, claim, output_version)
-            if released is not None:
-                self._released[name] = released
+            self.store.release(name, self.instance_id, claim, output_version)
 
     def _store(
         self,
@@ -494,7 +488,6 @@ class Rotator:
         with self._guard:
             self._failures.pop(name, None)
             self._held.pop(name, None)
-            self._released.pop(name, None)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -126,14 +126,6 @@ class Claim:
         return not self.first and self.settled_output_version != read_version
 
 
-@dataclass(frozen=True)
-class ReleasedClaim:
-    """What this instance's release left: the claim's version and the output version recorded."""
-
-    version: int
-    output_version: int
-
-
 @contextmanager
 def _mapped(action: str, path: str) -> Iterator[None]:
     """Translate hvac and transport errors raised inside the block into rotator's error tree."""
@@ -477,7 +469,6 @@ class VaultStore:
         owner: str,
         now: datetime,
         lease: timedelta,
-        released: ReleasedClaim | None = None,
     ) -> Claim | None:
         """Claim the right to exchange `name` for `lease`, or None when another owner's claim is
         live or another owner claimed first.
@@ -486,23 +477,11 @@ class VaultStore:
         owner and its expiry, written with check-and-set against the version read: of two
         instances claiming at once, exactly one wins. A dead owner's claim lapses by itself.
 
-        `released`: what this instance's own last `release` of `name` left. While nobody has
-        claimed since, the claim is taken in one write (`POST`) instead of a read and a write.
+        Every claim reads first, also the owner's own next one: an instance that could skip the
+        read would always beat the others to it and keep every token it ever took.
         """
         path = self._claim_path(name)
         record = {"owner": owner, "until": format_time(now + lease)}
-        if released is not None:
-            try:
-                response = self._call(
-                    "claim",
-                    path,
-                    self._kv.create_or_update_secret,
-                    secret=record,
-                    cas=released.version,
-                )
-                return Claim(int(response["data"]["version"]), released.output_version)
-            except VaultConflict:
-                pass  # someone claimed since: look at what they left
         existing = self._read(path)
         if existing is not None and existing.data.get("owner") != owner:
             try:
@@ -528,15 +507,12 @@ class VaultStore:
             return Claim(version, None, first=True)
         return Claim(version, _settled_output_version(existing))
 
-    def release(
-        self, name: str, owner: str, claim: Claim, output_version: int
-    ) -> ReleasedClaim | None:
+    def release(self, name: str, owner: str, claim: Claim, output_version: int) -> None:
         """End `claim` early, recording `output_version`, the output's version as the owner
         leaves it; best effort (a claim lapses anyway). The check-and-set on the claim's version
-        leaves a claim someone else took since untouched. Returns what `claim` can start from
-        next time, or None when the release failed."""
+        leaves a claim someone else took since untouched."""
         try:
-            response = self._call(
+            self._call(
                 "release",
                 self._claim_path(name),
                 self._kv.create_or_update_secret,
@@ -549,8 +525,6 @@ class VaultStore:
             )
         except VaultError as exc:
             logger.debug("releasing the claim on %s failed: %s", name, exc)
-            return None
-        return ReleasedClaim(int(response["data"]["version"]), output_version)
 
     def _claim_path(self, name: str) -> str:
         return f"{CLAIMS_ROOT}/{self.output_prefix}/{name}"

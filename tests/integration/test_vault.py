@@ -325,37 +325,24 @@ def test_a_claim_never_released_records_no_output_version(vault_space: VaultSpac
     assert lapsed.output_may_have_changed(0) and lapsed.output_may_have_changed(1)
 
 
-def test_the_owners_next_claim_starts_from_its_own_release(vault_space: VaultSpace) -> None:
+def test_a_release_records_the_output_version_for_the_next_owner(
+    vault_space: VaultSpace,
+) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
     claim = store.claim("alpha", "one", NOW, lease)
     assert claim is not None
-    released = store.release("alpha", "one", claim, output_version=7)
-    assert released is not None
-
-    again = store.claim("alpha", "one", NOW + timedelta(seconds=60), lease, released=released)
-
-    assert again is not None and again.settled_output_version == 7
-    # It is a real claim: nobody else gets one while it is live.
-    assert store.claim("alpha", "two", NOW + timedelta(seconds=61), lease) is None
-
-
-def test_a_stale_release_record_falls_back_to_reading_the_claim(vault_space: VaultSpace) -> None:
-    store = vault_space.store()
-    lease = timedelta(seconds=30)
-    claim = store.claim("alpha", "one", NOW, lease)
-    assert claim is not None
-    released = store.release("alpha", "one", claim, output_version=7)
-    assert released is not None
+    store.release("alpha", "one", claim, output_version=7)
     theirs = store.claim("alpha", "two", NOW + timedelta(seconds=1), lease)
-    assert theirs is not None
+    assert theirs is not None and theirs.settled_output_version == 7
 
-    # "two" holds a live claim since: "one"'s one-write claim fails and it reads, and waits.
-    assert store.claim("alpha", "one", NOW + timedelta(seconds=2), lease, released=released) is None
+    # "two" holds a live claim: "one" waits, also for its own token.
+    assert store.claim("alpha", "one", NOW + timedelta(seconds=2), lease) is None
 
     store.release("alpha", "two", theirs, output_version=8)
-    after = store.claim("alpha", "one", NOW + timedelta(seconds=3), lease, released=released)
+    after = store.claim("alpha", "one", NOW + timedelta(seconds=3), lease)
     assert after is not None and after.settled_output_version == 8
+    assert not after.output_may_have_changed(8) and after.output_may_have_changed(7)
 
 
 def test_releasing_a_claim_someone_else_took_since_leaves_theirs(vault_space: VaultSpace) -> None:
@@ -365,7 +352,7 @@ def test_releasing_a_claim_someone_else_took_since_leaves_theirs(vault_space: Va
     assert stale is not None
     assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease) is not None
 
-    assert store.release("alpha", "one", stale, output_version=1) is None
+    store.release("alpha", "one", stale, output_version=1)
 
     assert store.claim("alpha", "three", NOW + timedelta(seconds=32), lease) is None
 
