@@ -389,7 +389,8 @@ class VaultStore:
     def read_output_metadata(self, name: str) -> OutputMetadata | None:
         """The output secret's metadata (`GET <mount>/metadata/<output_prefix>/<name>`): its
         current version, custom_metadata and the creation times of the versions kept. None when
-        there is no output yet. One cheap request: what the daemon's periodic check reads."""
+        there is no output yet. One cheap request: what the daemon's periodic check reads per
+        token where `list_output_metadata` is not available."""
         path = f"{self.output_prefix}/{name}"
         try:
             response = self._call("read metadata of", path, self._kv.read_secret_metadata)
