@@ -48,8 +48,8 @@ import hvac.exceptions
 from pngchart import Series, line_chart
 from vaultproxy import CountingProxy
 
-from rotator.devvault import DevVault, free_port
-from rotator.standin import LeanIXStandIn
+from rotator.dev.devvault import DevVault, free_port
+from rotator.dev.standin import LeanIXStandIn
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         if args.verb == "demo":
-            from rotator.demo import run_demo  # noqa: PLC0415 - needs the optional demo extra
+            from rotator.dev.demo import run_demo  # noqa: PLC0415 - needs the optional demo extra
 
             return run_demo(duration=args.duration)
         config = config_module.load(args.config, os.environ)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from rotator import config as config_module
 from rotator.config import Config
-from rotator.devvault import DevVault
+from rotator.dev.devvault import DevVault
 from rotator.vault import VaultStore
 from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
 

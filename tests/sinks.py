@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rotator.devvault import free_port, terminate
+from rotator.dev.devvault import free_port, terminate
 
 
 @dataclass

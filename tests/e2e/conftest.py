@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from rotator.devvault import DevVault, bao_binary
-from rotator.standin import LeanIXStandIn
+from rotator.dev.devvault import DevVault, bao_binary
+from rotator.dev.standin import LeanIXStandIn
 from rotator.tokens import parse_time
 from tests.conftest import VaultSpace
 

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import policy
-from rotator.devvault import free_port
+from rotator.dev.devvault import free_port
 from rotator.redact import fingerprint
 from rotator.tokens import parse_time
 from tests.e2e.conftest import Rig, remaining_seconds, wait_for

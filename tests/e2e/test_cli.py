@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rotator.devvault import free_port
+from rotator.dev.devvault import free_port
 from tests.e2e.conftest import Rig, remaining_seconds
 
 

@@ -31,9 +31,9 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from rotator.devvault import DevVault, PersistentVault, free_port
+from rotator.dev.devvault import DevVault, PersistentVault, free_port
+from rotator.dev.standin import LeanIXStandIn
 from rotator.redact import fingerprint
-from rotator.standin import LeanIXStandIn
 from rotator.tokens import AccessToken, decode_jwt_claims, parse_output, parse_time
 from rotator.vault import VaultStore
 from tests.e2e.conftest import ROTATOR, Rig, _toml, approle_dev_vault, wait_for

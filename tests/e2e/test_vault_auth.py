@@ -16,8 +16,8 @@ import hvac
 import pytest
 
 from rotator import config as config_module
-from rotator.devvault import DevVault
-from rotator.standin import LeanIXStandIn
+from rotator.dev.devvault import DevVault
+from rotator.dev.standin import LeanIXStandIn
 from rotator.tokens import AccessToken, parse_time
 from rotator.vault import VaultStore
 from tests.e2e.conftest import (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rotator.standin import LeanIXStandIn
+from rotator.dev.standin import LeanIXStandIn
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import threading
 import time
 
 from rotator.daemon import Daemon
+from rotator.dev.standin import LeanIXStandIn
 from rotator.exchange import TokenExchanger
 from rotator.rotation import Rotator
-from rotator.standin import LeanIXStandIn
 from tests.conftest import VaultSpace
 
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from rotator.dev.standin import LeanIXStandIn
 from rotator.errors import (
     ApiTokenRejected,
     ExchangeError,
@@ -45,7 +46,6 @@ from rotator.errors import (
 from rotator.exchange import TokenExchanger
 from rotator.redact import fingerprint
 from rotator.sources import LEANIX_TOKEN_PATH, Source, parse_source
-from rotator.standin import LeanIXStandIn
 from rotator.tokens import AccessToken
 
 pytestmark = pytest.mark.integration
@@ -542,7 +542,7 @@ def test_the_log_leak_check_sees_debug_records_of_both_sides(
 
     loggers = {record.name for record in caplog.records if record.levelno == logging.DEBUG}
     assert "urllib3.connectionpool" in loggers
-    assert "rotator.standin" in loggers
+    assert "rotator.dev.standin" in loggers
 
 
 def _unb64(segment: str) -> bytes:

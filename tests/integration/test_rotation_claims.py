@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from rotator.dev.standin import LeanIXStandIn
 from rotator.exchange import TokenExchanger
 from rotator.rotation import Rotator
-from rotator.standin import LeanIXStandIn
 from rotator.vault import CLAIMS_ROOT, SecretVersion, VaultStore
 from tests.conftest import VaultSpace
 

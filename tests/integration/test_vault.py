@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rotator import config as config_module
-from rotator.devvault import DevVault, free_port
+from rotator.dev.devvault import DevVault, free_port
 from rotator.errors import VaultAuthError, VaultConflict, VaultUnavailable
 from rotator.tokens import AccessToken, parse_output
 from rotator.vault import VaultStore

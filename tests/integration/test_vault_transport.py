@@ -13,7 +13,7 @@ import pytest
 
 from rotator import config as config_module
 from rotator import vault as vault_module
-from rotator.devvault import DevVault, free_port
+from rotator.dev.devvault import DevVault, free_port
 from rotator.errors import VaultError, VaultUnavailable
 from rotator.vault import VaultStore
 from rotator.vaulthttp import VaultHTTP

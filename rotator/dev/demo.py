@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from rotator import config as config_module
 from rotator.cli import report
 from rotator.daemon import Daemon
-from rotator.devvault import DevVault, free_port
+from rotator.dev.devvault import DevVault, free_port
+from rotator.dev.standin import LeanIXStandIn
 from rotator.redact import install_filter
 from rotator.service import build_rotator, run_service
-from rotator.standin import LeanIXStandIn
 
 logger = logging.getLogger(__name__)
 

@@ -666,9 +666,9 @@ def _b64(raw: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rotator.standin`: serve until Ctrl-C, for trying rotator by hand."""
+    """`python -m rotator.dev.standin`: serve until Ctrl-C, for trying rotator by hand."""
     parser = argparse.ArgumentParser(
-        prog="python -m rotator.standin", description="A local LeanIX token-endpoint stand-in."
+        prog="python -m rotator.dev.standin", description="A local LeanIX token-endpoint stand-in."
     )
     parser.add_argument("--port", type=int, default=8700, help="TCP port on 127.0.0.1")
     parser.add_argument("--lifetime", type=int, default=3599, help="access-token lifetime (s)")
