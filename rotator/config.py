@@ -19,7 +19,7 @@ from rotator.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/rotator/rotator.toml")
 
-# One DNS label under leanix.net, as LeanIX's own tooling accepts (see hostmatch.py for `*`).
+# One DNS label under leanix.net, as LeanIX's own tooling accepts (`sources.host_matches`).
 DEFAULT_ALLOWED_HOSTS = ("*.leanix.net",)
 
 

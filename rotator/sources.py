@@ -22,7 +22,6 @@ MAX_FIELD_LENGTH = 8192
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: what Basic auth carries
-_KNOWN_FIELDS = {"api_token", "host", "token_url", "client_id", "scope", "api_token_expires_at"}
 
 
 @dataclass(frozen=True)
@@ -112,11 +111,6 @@ def parse_source(
         scope=text("scope") or None,
         api_token_expires_at=expires_at,
     )
-
-
-def unknown_fields(data: Mapping[str, Any]) -> list[str]:
-    """Fields of a source secret rotator does not know (worth a warning, not an error)."""
-    return sorted(str(key) for key in data if key not in _KNOWN_FIELDS)
 
 
 def host_matches(hostname: str, pattern: str) -> bool:

@@ -28,10 +28,6 @@ class SystemdNotifier:
         mine = not pid or (pid.isdigit() and int(pid) == os.getpid())
         self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() and mine else None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def notify(self, **fields: str | int) -> bool:
         """Send one message, e.g. `notify(READY=1, STATUS="3 tokens")`; True when sent."""
         if not self._address:

@@ -17,7 +17,6 @@ from rotator.sources import (
     check_destination,
     host_matches,
     parse_source,
-    unknown_fields,
 )
 
 API_TOKEN = "LXT-aPiToKeN-0123456789abcdefXYZ"  # distinctive, so a leak is easy to spot
@@ -160,14 +159,6 @@ def test_repr_of_a_source_hides_the_api_token() -> None:
     assert API_TOKEN not in repr(source)
     assert "api_token=" not in repr(source)
     assert API_TOKEN not in str(source)
-
-
-def test_unknown_fields_are_listed_sorted() -> None:
-    data = {"api_token": API_TOKEN, "host": "h", "owner": "x", "Note": "y"}
-    assert unknown_fields(data) == ["Note", "owner"]
-
-
-# --- errors: name the field, never the API token ---
 
 
 def test_missing_api_token_is_named() -> None:
