@@ -16,12 +16,9 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
+from rotator.outcome import FailureKind, Outcome, Reason, State
 from rotator.tokens import format_time
-
-if TYPE_CHECKING:
-    from rotator.rotation import Outcome
 
 
 class Kind(StrEnum):
@@ -216,35 +213,35 @@ def token_observations(outcome: Outcome, now: datetime) -> list[Observation]:
     ) -> None:
         found.append(Observation(kind, name, active, severity, text))
 
-    if outcome.state in ("fresh", "refreshed"):
+    if outcome.healthy:
         for kind in (Kind.API_TOKEN_REJECTED, Kind.EXCHANGE_FAILED, Kind.VAULT_WRITE_FAILED):
             say(kind, False)
         say(Kind.ISSUANCE_RATE, False)
-    elif outcome.state == "capped" and outcome.capped_until is not None:
+    elif outcome.state is State.CAPPED and outcome.capped_until is not None:
         say(
             Kind.ISSUANCE_RATE,
             True,
             text=f"{name}: issuance cap reached; next exchange allowed at "
             f"{format_time(outcome.capped_until)}",
         )
-    elif outcome.state == "invalid_source":
+    elif outcome.state is State.INVALID_SOURCE:
         say(Kind.EXCHANGE_FAILED, True, Severity.CRITICAL, outcome.error or "invalid source")
-    elif outcome.reason == "backoff":
+    elif outcome.reason is Reason.BACKOFF:
         pass  # a look between attempts says nothing new, nor which attempts (IdP or Vault) failed
-    elif outcome.state == "failing" and outcome.error_kind is not None:
+    elif outcome.state is State.FAILING and outcome.error_kind is not None:
         kind_of_error = outcome.error_kind
-        if kind_of_error == "rejected":
+        if kind_of_error is FailureKind.REJECTED:
             say(Kind.API_TOKEN_REJECTED, True, Severity.CRITICAL, outcome.error or "")
-        elif kind_of_error == "vault_write":
+        elif kind_of_error is FailureKind.VAULT_WRITE:
             say(Kind.VAULT_WRITE_FAILED, True, Severity.CRITICAL, outcome.error or "")
         elif (
-            outcome.reason not in ("vault", "vault_auth")
+            outcome.reason not in (Reason.VAULT, Reason.VAULT_AUTH)
             and outcome.failures >= EXCHANGE_FAILED_AFTER
         ):
             text = f"{outcome.error} ({outcome.failures} attempts in a row)"
             say(Kind.EXCHANGE_FAILED, True, Severity.WARNING, text)
 
-    if outcome.state != "gone":
+    if outcome.state is not State.GONE:
         text = f"{name}: the output secret was changed by someone else; rotator restored it"
         say(Kind.FOREIGN_WRITE, outcome.foreign_write, Severity.CRITICAL, text)
 
@@ -256,7 +253,7 @@ def token_observations(outcome: Outcome, now: datetime) -> list[Observation]:
             f"{before.workspace_name!r} ({before.workspace_id}) as {before.role}"
         )
         say(Kind.PRINCIPAL_CHANGED, True, Severity.WARNING, text)
-    elif outcome.state == "refreshed":
+    elif outcome.state is State.REFRESHED:
         say(Kind.PRINCIPAL_CHANGED, False)
     return found
 

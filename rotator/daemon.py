@@ -32,9 +32,12 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rotator import policy
-from rotator.errors import ConfigError, VaultAuthError, VaultError
+from rotator.errors import ConfigError, FailureKind, VaultAuthError, VaultError
 from rotator.monitor import Monitor
-from rotator.rotation import Outcome, Rotator
+from rotator.outcome import Outcome, Reason, State
+from rotator.plan import Look, plan_check
+from rotator.policy import VaultTokenAction
+from rotator.rotation import Rotator
 from rotator.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
@@ -191,10 +194,10 @@ class Daemon:
                 # Our own writes are not forgotten from `_seen_versions`: the next check then
                 # takes one (read-only) look at the new version, which is how a foreign write
                 # landing right after ours is caught, and how a restore resolves foreign_write.
-            if outcome.state == "gone":
+            if outcome.state is State.GONE:
                 self._drop(name)
                 return
-            if outcome.reason == "vault_auth":
+            if outcome.reason is Reason.VAULT_AUTH:
                 # Vault refused our token (revoked, expired): log in again now, not at the next
                 # routine look; that job keeps its own backoff, so this cannot loop fast.
                 self._wake_token_job()
@@ -238,7 +241,7 @@ class Daemon:
         """Probe Vault, then each output; True when Vault answered throughout."""
         store = self.rotator.store
         try:
-            ttl = store.token_ttl()
+            ttl = store.auth.token_info().ttl
         except VaultError as exc:
             logger.warning("check: %s", exc)
             self.monitor.vault_health(False, None)
@@ -272,21 +275,24 @@ class Daemon:
                 return False
             version = metadata.current_version if metadata else 0
             with self._lock:
-                previous = self._seen_versions.get(name)
+                seen = self._seen_versions.get(name)
                 self._seen_versions[name] = version
                 running = name in self._in_flight
-            expires_at = metadata.expires_at if metadata else None
-            if running:
-                pass  # its job re-adds itself when done
-            elif not self._has_job(_job_id(name)):
-                # Normal for the instant between a job firing and its thread starting; anything
-                # longer would be a lost job, and this puts it back.
+            look = plan_check(
+                running=running,
+                has_job=running or self._has_job(_job_id(name)),
+                seen_version=seen,
+                version=version,
+                expires_at=metadata.expires_at if metadata else None,
+                now=now,
+            )
+            if look is Look.ADD_JOB:
                 logger.debug("token %s: no scheduled job; adding one", name)
                 self._schedule(name, now)
-            elif previous is not None and previous != version:
+            elif look is Look.CHANGED:
                 logger.info("token %s: output is now version %d; looking at it now", name, version)
                 self._look_soon(name, now)
-            elif expires_at is None or expires_at <= now:
+            elif look is Look.STALE:
                 self._look_soon(name, now)
             self.monitor.check_token(name, metadata)
         self.monitor.cycle_done(len(names))
@@ -312,33 +318,33 @@ class Daemon:
         """Renew rotator's own Vault token at about two thirds of its TTL, log in again when it
         cannot be renewed (or was revoked), re-read a rewritten token file; back off on failure,
         never a fast loop."""
-        store = self.rotator.store
+        auth = self.rotator.store.auth
         delay = 60.0
         try:
-            if store.token_file_changed():
+            if auth.token_file_changed():
                 logger.info("vault token file changed; reading it again")
-                store.login_again()
+                auth.login()
             try:
-                info = store.token_info()
+                info = auth.token_info()
             except VaultAuthError:
                 logger.warning("Vault refuses rotator's token; logging in again")
-                store.login_again()
-                info = store.token_info()
+                auth.login()
+                info = auth.token_info()
             action = policy.vault_token_action(info.ttl, info.creation_ttl, info.renewable)
-            if action == "renew":
-                ttl = store.renew_token()
+            if action is VaultTokenAction.RENEW:
+                ttl = auth.renew_token()
                 logger.info("renewed rotator's Vault token; %ds left", ttl)
                 if policy.renewal_fell_short(ttl, info.creation_ttl):
-                    action = "login"
-            if action == "login":
+                    action = VaultTokenAction.LOGIN
+            if action is VaultTokenAction.LOGIN:
                 logger.info("logging in to Vault again (token not renewable or at its max TTL)")
-                store.login_again()
-                info = store.token_info()
+                auth.login()
+                info = auth.token_info()
             self._token_failures = 0
             delay = policy.vault_token_check_delay(info.creation_ttl)
         except (VaultError, ConfigError) as exc:
             self._token_failures += 1
-            delay = policy.backoff_delay("transient", self._token_failures, 60.0, 0.5)
+            delay = policy.backoff_delay(FailureKind.TRANSIENT, self._token_failures, 60.0, 0.5)
             logger.warning(
                 "maintaining rotator's Vault token failed (%s); retry in %.0fs", exc, delay
             )

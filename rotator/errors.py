@@ -1,33 +1,50 @@
 """Every error rotator raises on purpose.
 
-    RotatorError
+    RotatorError                                                        kind
     ├── ConfigError              the config file or environment is unusable (exit 2)
-    ├── SourceError              a source secret in Vault is malformed (fix the secret)
-    ├── VaultError
-    │   ├── VaultUnavailable     sealed, down, timing out, 5xx            (retryable)
-    │   ├── VaultAuthError       rotator's own credentials are refused    (exit 3)
-    │   └── VaultConflict        a check-and-set write lost a race        (retryable)
+    ├── SourceError              a source secret in Vault is malformed       invalid_source
+    ├── SinkError                an alert could not be delivered to one sink
+    ├── VaultError                                                           transient
+    │   ├── VaultUnavailable     sealed, down, timing out, 5xx  (retryable)
+    │   ├── VaultAuthError       rotator's own credentials are refused (exit 3)
+    │   └── VaultConflict        a check-and-set write lost a race (retryable)
     └── ExchangeError
-        ├── HostNotAllowed       token URL outside the allowlist, plain http, userinfo
-        ├── RedirectRefused      the IdP answered 3xx; a token never follows a redirect
-        ├── ApiTokenRejected     401/403: the API token is invalid or revoked
-        ├── RequestRefused       another 4xx: the request itself is wrong (scope, client_id, URL)
-        ├── RateLimited          429, with the server's Retry-After when given  (retryable)
-        ├── IdPUnavailable       5xx, timeouts, connection errors               (retryable)
-        └── InvalidResponse      a 200 whose body is not a usable token         (retryable)
+        ├── HostNotAllowed       token URL outside the allowlist, plain http  refused
+        ├── RedirectRefused      the IdP answered 3xx; never followed         refused
+        ├── ApiTokenRejected     401/403: the API token is invalid or revoked rejected
+        ├── RequestRefused       another 4xx: the request itself is wrong     refused
+        ├── RateLimited          429, with Retry-After when given (retryable) rate_limited
+        ├── IdPUnavailable       5xx, timeouts, connections (retryable)       transient
+        └── InvalidResponse      a 200 that is not a usable token (retryable) transient
 
-Whether an error is worth retrying soon is a property of its class (`retryable`), never a guess at
-the call site. Messages carry context (token name, Vault path, HTTP status), never secret values:
-adapters build them from names and numbers only.
+Whether an error is worth retrying soon (`retryable`) and which backoff a token failing with it
+gets (`kind`, a `FailureKind`) are properties of its class, never a guess at the call site.
+Messages carry context (token name, Vault path, HTTP status), never secret values: adapters build
+them from names and numbers only.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class FailureKind(StrEnum):
+    """How an attempt at a token failed; decides its retry backoff (`policy.BACKOFF_BASE`)."""
+
+    TRANSIENT = "transient"  # 5xx, timeouts, garbage bodies, Vault unavailable
+    RATE_LIMITED = "rate_limited"  # 429
+    REJECTED = "rejected"  # 401/403: the API token is invalid or revoked
+    REFUSED = "refused"  # another 4xx, a redirect, a host outside the allowlist
+    INVALID_SOURCE = "invalid_source"  # the source secret is malformed: fix it
+    VAULT_WRITE = "vault_write"  # a token was obtained but could not be stored
 
 
 class RotatorError(Exception):
     """Base of every error rotator raises on purpose."""
 
-    retryable: bool = False
+    retryable: ClassVar[bool] = False
+    kind: ClassVar[FailureKind] = FailureKind.REFUSED
 
 
 class ConfigError(RotatorError):
@@ -37,14 +54,23 @@ class ConfigError(RotatorError):
 class SourceError(RotatorError):
     """A source secret is malformed (missing api_token, bad host, ...). Retrying will not help."""
 
+    kind = FailureKind.INVALID_SOURCE
+
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"source secret {name!r}: {problem}")
         self.name = name
         self.problem = problem
 
 
+class SinkError(RotatorError):
+    """An alert sink failed to deliver; the message names the sink and status, never the
+    payload."""
+
+
 class VaultError(RotatorError):
     """Vault could not do what rotator asked."""
+
+    kind = FailureKind.TRANSIENT
 
 
 class VaultUnavailable(VaultError):
@@ -78,6 +104,8 @@ class RedirectRefused(ExchangeError):
 class ApiTokenRejected(ExchangeError):
     """The IdP answered 401 or 403: the API token is invalid, revoked or forbidden."""
 
+    kind = FailureKind.REJECTED
+
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
@@ -95,6 +123,7 @@ class RateLimited(ExchangeError):
     """The IdP answered 429. `retry_after` is in seconds when the server said how long to wait."""
 
     retryable = True
+    kind = FailureKind.RATE_LIMITED
 
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)
@@ -105,9 +134,11 @@ class IdPUnavailable(ExchangeError):
     """The IdP answered 5xx, timed out, or the connection failed."""
 
     retryable = True
+    kind = FailureKind.TRANSIENT
 
 
 class InvalidResponse(ExchangeError):
     """The IdP answered 200 but the body is not a usable access token."""
 
     retryable = True
+    kind = FailureKind.TRANSIENT

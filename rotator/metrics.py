@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from rotator.errors import FailureKind
+
 logger = logging.getLogger(__name__)
 
 
@@ -81,9 +83,8 @@ class RotatorMetrics:
         for gauge in (self.expires, self.healthy, self.issuances):
             with contextlib.suppress(KeyError):
                 gauge.remove(token)
-        # Every result rotation reports: "success" and each of policy.BACKOFF_BASE's kinds.
-        results = ("success", "rejected", "rate_limited", "transient", "refused", "invalid_source")
-        for result in results:
+        # Every result rotation reports: "success" and each failure kind.
+        for result in ("success", *FailureKind):
             with contextlib.suppress(KeyError):
                 self.exchanges.remove(token, result)
 

@@ -26,8 +26,8 @@ from rotator.alerting import (
 from rotator.config import Config
 from rotator.metrics import RotatorMetrics
 from rotator.notify import Notifier
-from rotator.rotation import Outcome
-from rotator.vault import OutputMetadata
+from rotator.outcome import Outcome, State
+from rotator.records import OutputMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Monitor:
             if outcome.output is not None:
                 known.expires_at = outcome.output.expires_at
                 known.lifetime = outcome.output.lifetime
-            if outcome.api_token_expires_at is not None or outcome.state != "failing":
+            if outcome.api_token_expires_at is not None or outcome.state is not State.FAILING:
                 known.api_token_expires_at = outcome.api_token_expires_at
         if self.metrics is not None:
             self.metrics.healthy.labels(outcome.name).set(1 if outcome.healthy else 0)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from rotator.alerting import AlertEvent
+from rotator.errors import SinkError
 from rotator.redact import SECRETS
 from rotator.tokens import format_time
 
@@ -30,10 +31,6 @@ logger = logging.getLogger(__name__)
 ATTEMPTS = 3
 SINK_TIMEOUT_SECONDS = 5.0
 QUEUE_LIMIT = 1000
-
-
-class SinkError(Exception):
-    """A delivery failed; the message names the sink and status, never the payload."""
 
 
 class Sink(Protocol):

@@ -23,20 +23,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from rotator.outcome import Failure, FailureKind, Reason
 from rotator.tokens import AccessToken
 
 SPREAD_SHARE = 0.05
 MIN_RETRY_SECONDS = 1.0
 
 # First retry delay, in seconds, by failure kind; doubles per consecutive failure up to the cap.
-# Kinds: transient (5xx, timeouts, garbage bodies, Vault), rate_limited (429), rejected (401/403),
-# refused (other 4xx, a redirect, a host outside the allowlist), invalid_source (fix the secret).
-BACKOFF_BASE = {
-    "transient": 5.0,
-    "rate_limited": 15.0,
-    "rejected": 60.0,
-    "refused": 60.0,
-    "invalid_source": 60.0,
+BACKOFF_BASE: dict[FailureKind, float] = {
+    FailureKind.TRANSIENT: 5.0,
+    FailureKind.VAULT_WRITE: 5.0,
+    FailureKind.RATE_LIMITED: 15.0,
+    FailureKind.REJECTED: 60.0,
+    FailureKind.REFUSED: 60.0,
+    FailureKind.INVALID_SOURCE: 60.0,
 }
 
 
@@ -45,31 +45,19 @@ class Action(StrEnum):
     WAIT = "wait"
 
 
-class Reason(StrEnum):
-    MISSING = "missing"  # no output secret yet
-    UNREADABLE = "unreadable"  # the output secret is there but malformed
-    SOURCE_CHANGED = "source_changed"  # the API token in Vault was replaced
-    DUE = "due"  # refresh_fraction of the lifetime has passed
-    EXPIRED = "expired"
-    FRESH = "fresh"
-    BACKOFF = "backoff"  # the last attempt failed; waiting before the next
+class VaultTokenAction(StrEnum):
+    """What rotator's own Vault token needs (`vault_token_action`)."""
 
-
-@dataclass(frozen=True)
-class Failure:
-    """What the last attempts at a token came to; kept in memory by the daemon."""
-
-    kind: str  # a BACKOFF_BASE key
-    count: int  # consecutive failures, >= 1
-    retry_at: datetime
-    source_version: int | None = None  # the source secret's version that failed
+    NONE = "none"
+    RENEW = "renew"
+    LOGIN = "login"
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
     at: datetime  # when to act (REFRESH: now; WAIT: the next time to look)
-    reason: Reason
+    reason: Reason  # MISSING, UNREADABLE, SOURCE_CHANGED, DUE, EXPIRED, FRESH or BACKOFF
 
 
 def phase(name: str) -> float:
@@ -87,7 +75,11 @@ def refresh_at(token: AccessToken, name: str, refresh_fraction: float, jitter: f
 
 
 def backoff_delay(
-    kind: str, failures: int, max_backoff: float, jitter: float, retry_after: float | None = None
+    kind: FailureKind,
+    failures: int,
+    max_backoff: float,
+    jitter: float,
+    retry_after: float | None = None,
 ) -> float:
     """Seconds to wait after the `failures`-th consecutive failure of `kind`.
 
@@ -105,7 +97,7 @@ def backoff_delay(
 
 def next_failure(
     previous: Failure | None,
-    kind: str,
+    kind: FailureKind,
     now: datetime,
     max_backoff: float,
     jitter: float,
@@ -181,15 +173,15 @@ def issuance_allowed_at(
     return recent[-max_per_hour] + ISSUANCE_WINDOW
 
 
-def vault_token_action(ttl: float, creation_ttl: float, renewable: bool) -> str:
-    """What rotator's own Vault token needs now: "none", "renew" or "login".
+def vault_token_action(ttl: float, creation_ttl: float, renewable: bool) -> VaultTokenAction:
+    """What rotator's own Vault token needs now.
 
     Renew once two thirds of the token's TTL have passed; a token that cannot be renewed is
     replaced by logging in again. A token without a TTL (`creation_ttl` 0) needs nothing.
     """
     if creation_ttl <= 0 or ttl > creation_ttl / 3:
-        return "none"
-    return "renew" if renewable else "login"
+        return VaultTokenAction.NONE
+    return VaultTokenAction.RENEW if renewable else VaultTokenAction.LOGIN
 
 
 def renewal_fell_short(new_ttl: float, creation_ttl: float) -> bool:

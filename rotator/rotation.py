@@ -1,5 +1,10 @@
-"""Rotating tokens: read Vault, ask the policy, exchange, write back. One token at a time or a
-whole cycle; used alike by the daemon's per-token jobs and by `check`, `rotate` and `status`.
+"""Rotating tokens: the executor of `plan.plan_token`. One token at a time or a whole cycle;
+used alike by the daemon's per-token jobs and by `check`, `rotate` and `status`.
+
+A pass over a token reads its source and output, asks the plan what to do, does it (read the
+issuance history, claim, read again, exchange, write), and asks again with what it observed,
+until the plan says report. Every decision lives in `plan.py`; this module only performs the
+steps and turns the final plan into an `Outcome`.
 
 Bulkheads: every failure of one token is caught in `rotate_one` and becomes that token's
 `Outcome`; a cycle always reports every token. A good access token is never overwritten by a bad
@@ -7,11 +12,9 @@ one: a new token is written only after `tokens.parse_token_response` accepted it
 check-and-set against the version that was read.
 
 Issuing as little as possible (LeanIX asks clients not to request tokens while one is valid):
-- a token rotator obtained but could not store, or that someone else overwrote, is *held* in
-  memory and written (again) while it is fresh, instead of exchanging anew;
-- at most `max_issuances_per_hour` issuances per token in any hour, counted from the issuance
-  log kept in the output's custom_metadata (per minute; tokens.py), so restarts and other
-  instances count too. The cap is hard: even `rotate` waits for the window.
+a held token is written back rather than exchanged anew, and at most `max_issuances_per_hour`
+issuances per token happen in any hour, counted from the issuance log in the output's
+custom_metadata (`records.py`), so restarts and other instances count too.
 """
 
 from __future__ import annotations
@@ -21,17 +24,15 @@ import os
 import random
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from rotator import policy
+from rotator import policy, records
 from rotator.config import Config
 from rotator.errors import (
-    ApiTokenRejected,
     RateLimited,
     RotatorError,
     SourceError,
@@ -40,47 +41,35 @@ from rotator.errors import (
     VaultError,
 )
 from rotator.exchange import TokenExchanger
-from rotator.policy import Action, Decision, Failure, Reason
+from rotator.memory import TokenMemory
+from rotator.outcome import Failure, FailureKind, Outcome, Reason, State
+from rotator.plan import (
+    OutputView,
+    Plan,
+    Rules,
+    Step,
+    TokenFacts,
+    next_look,
+    plan_after_conflict,
+    plan_status,
+    plan_token,
+)
+from rotator.records import Claim
 from rotator.redact import SECRETS
 from rotator.sources import Source, parse_source
-from rotator.tokens import AccessToken, Principal, parse_output
-from rotator.vault import SecretVersion, VaultStore
+from rotator.tokens import AccessToken, Principal
+from rotator.vault import VaultStore
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one token in one pass, and when to look at it next.
-
-    `state`: fresh | refreshed | failing | capped | invalid_source | gone.
-    `error_kind`: a `policy.BACKOFF_BASE` kind, or "vault_write" when a token was obtained but
-    could not be stored.
-    """
-
-    name: str
-    state: str
-    output: AccessToken | None
-    next_at: datetime
-    reason: str = ""
-    error: str | None = None
-    error_kind: str | None = None
-    failures: int = 0
-    foreign_write: bool = False
-    capped_until: datetime | None = None
-    principal_change: tuple[Principal, Principal] | None = None
-    api_token_expires_at: datetime | None = None
-    version: int | None = None  # the output's KV version this outcome wrote or saw, if known
-    issuances_last_hour: int | None = None  # when this pass counted them on its way
-
-    @property
-    def healthy(self) -> bool:
-        """True when the token works and consumers hold a valid access token."""
-        return self.state in ("fresh", "refreshed")
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def new_instance_id() -> str:
+    """Names this process in per-token claims; unique per process, stable for its life."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class Rotator:
@@ -91,24 +80,24 @@ class Rotator:
         config: Config,
         store: VaultStore,
         exchanger: TokenExchanger,
+        memory: TokenMemory | None = None,
         clock: Callable[[], datetime] = _now,
         jitter: Callable[[], float] = random.random,
         on_exchange: Callable[[str, str, float], None] | None = None,
+        instance_id: str | None = None,
     ) -> None:
-        """`on_exchange(name, result, seconds)` is called after every request to the IdP;
-        `result` is "success" or a failure kind."""
+        """`memory` is handed over from the rotator this one replaces (a reload).
+        `on_exchange(name, result, seconds)` is called after every request to the IdP; `result`
+        is "success" or a `FailureKind`."""
         self.config = config
+        self.rules = Rules.from_config(config)
         self.store = store
         self.exchanger = exchanger
+        self.memory = memory if memory is not None else TokenMemory()
         self.on_exchange = on_exchange
+        self.instance_id = instance_id or new_instance_id()
         self._clock = clock
         self._jitter = jitter
-        # Names this process in per-token claims; unique per process, stable for its life.
-        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._failures: dict[str, Failure] = {}
-        self._held: dict[str, AccessToken] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
 
     # --- one token ----------------------------------------------------------------------------
 
@@ -118,296 +107,244 @@ class Rotator:
         Vault being unavailable is reported as a failing outcome too; the caller decides whether
         that is worth more than a log line.
         """
-        with self._lock_for(name):
+        with self.memory.lock(name):
             try:
                 return self._rotate(name, force)
             except VaultError as exc:
                 logger.warning("token %s: %s", name, exc)
-                failure = self._record_failure(name, "transient", self._clock())
-                return Outcome(
-                    name,
-                    "failing",
-                    None,
-                    failure.retry_at,
-                    "vault_auth" if isinstance(exc, VaultAuthError) else "vault",
-                    str(exc),
-                    "transient",
-                    failures=failure.count,
-                )
+                reason = Reason.VAULT_AUTH if isinstance(exc, VaultAuthError) else Reason.VAULT
+                return self._failed(name, exc.kind, reason, str(exc))
             except Exception as exc:  # the bulkhead: one token's bug stops no other
                 logger.exception("token %s: unexpected error", name)
-                failure = self._record_failure(name, "transient", self._clock())
-                return Outcome(
-                    name,
-                    "failing",
-                    None,
-                    failure.retry_at,
-                    "bug",
-                    f"unexpected {type(exc).__name__}; see the log",
-                    "transient",
-                    failures=failure.count,
-                )
+                detail = f"unexpected {type(exc).__name__}; see the log"
+                return self._failed(name, FailureKind.TRANSIENT, Reason.BUG, detail)
 
     def _rotate(self, name: str, force: bool) -> Outcome:
-        now = self._clock()
-        source_secret = self.store.read_source(name)
-        if source_secret is None:
-            self.forget(name)
-            return Outcome(name, "gone", None, now + timedelta(days=1), "source deleted")
-        SECRETS.register(source_secret.data.get("api_token"))
-        output_secret = self.store.read_output(name)
-        output, readable = _read_output(name, output_secret)
-        foreign = output_secret is not None and not output_secret.written_by_rotator
-        if foreign:
-            logger.warning("token %s: the output secret was changed by someone else", name)
-            output = None  # never trust, nor schedule by, a token rotator did not write
-        elif output is not None:
-            SECRETS.register(output.access_token)
-
+        facts = self._observe(name, force)
+        claim: Claim | None = None
+        outcome: Outcome | None = None
         try:
-            source = self._parse(name, source_secret)
-        except SourceError as exc:
-            logger.error("%s", exc)
-            failure = self._record_failure(
-                name, "invalid_source", now, source_version=source_secret.version
-            )
-            return Outcome(
-                name,
-                "invalid_source",
-                output,
-                failure.retry_at,
-                "source",
-                str(exc),
-                "invalid_source",
-                failures=failure.count,
-                foreign_write=foreign,
-            )
-
-        decision = self._decide(name, now, output, readable, source.version)
-        if decision.action is Action.WAIT and not force:
-            logger.debug(
-                "token %s: %s; next look at %s",
-                name,
-                decision.reason.value,
-                decision.at.isoformat(timespec="seconds"),
-            )
-            pending = self._failures.get(name)
-            if decision.reason is Reason.BACKOFF and pending is not None:
-                detail = f"{pending.count} failed attempts; next at {decision.at:%H:%M:%S}"
-                return Outcome(
-                    name,
-                    "failing",
-                    output,
-                    decision.at,
-                    "backoff",
-                    detail,
-                    pending.kind,
-                    failures=pending.count,
-                    foreign_write=foreign,
-                    api_token_expires_at=source.api_token_expires_at,
-                )
-            return Outcome(
-                name,
-                "fresh" if output else "failing",
-                output,
-                decision.at,
-                decision.reason.value,
-                api_token_expires_at=source.api_token_expires_at,
-            )
-
-        reason = "forced" if force else ("foreign_write" if foreign else decision.reason.value)
-        outcome = self._refresh(source, output_secret, output, reason, force)
-        return replace(
-            outcome, foreign_write=foreign, api_token_expires_at=source.api_token_expires_at
-        )
-
-    def _refresh(
-        self,
-        source: Source,
-        current: SecretVersion | None,
-        previous: AccessToken | None,
-        reason: str,
-        force: bool,
-    ) -> Outcome:
-        """Store a new token for `source`: a held one if still fresh, else a new exchange made
-        under this instance's claim, so that several instances issue one token between them."""
-        name = source.name
-        now = self._clock()
-        held = self._usable_held(name, source, now) if not force else None
-        if held is not None:
-            return self._store(source, held, current, previous, reason)
-
-        # The issuance log comes with the output read; only an output without one (absent, or
-        # written before rotator kept it) costs a read of the version history.
-        history = current.issuances if current is not None else None
-        if history is None:
-            history = self.store.output_issuances(name)
-        recent = policy.issuances_in_window(history, now)
-        allowed_at = policy.issuance_allowed_at(
-            history, now, self.config.alerts.max_issuances_per_hour
-        )
-        if allowed_at is not None:
-            logger.warning(
-                "token %s: %d issuances in the last hour; next allowed at %s",
-                name,
-                self.config.alerts.max_issuances_per_hour,
-                allowed_at.isoformat(timespec="seconds"),
-            )
-            return Outcome(
-                name,
-                "capped",
-                previous,
-                allowed_at,
-                reason,
-                "issuance cap reached",
-                capped_until=allowed_at,
-                issuances_last_hour=recent,
-            )
-
-        lease = self._claim_lease()
-        claim = self.store.claim(name, self.instance_id, now, lease)
-        if claim is None:
-            logger.info("token %s: another rotator is refreshing it", name)
-            return Outcome(
-                name, "fresh" if previous else "failing", previous, now + lease, "claimed elsewhere"
-            )
-        read_version = current.version if current else 0
-        output_version = read_version
-        try:
-            latest = current
-            if claim.output_may_have_changed(read_version):
-                # Another instance may have stored a token between our read and our claim (its
-                # claim ends only after its write): look again. Skipped when the claim's last
-                # release recorded the very version we read, or when there was no claim before.
-                latest = self.store.read_output(name)
-                output_version = latest.version if latest else 0
-                if output_version != read_version:
-                    token, _ = _read_output(name, latest)
-                    if token is not None and latest is not None and latest.written_by_rotator:
-                        decision = self._decide(name, now, token, True, source.version)
-                        if decision.action is Action.WAIT and not force:
-                            return Outcome(name, "fresh", token, decision.at, "refreshed elsewhere")
-            started = time.monotonic()
-            try:
-                token = self.exchanger.exchange(source)
-            except RotatorError as exc:
-                self._exchanged(name, _failure_kind(exc), started)
-                return self._exchange_failed(source, exc, previous, reason)
-            self._exchanged(name, "success", started)
-            SECRETS.register(token.access_token)
-            self._held[name] = token
-            outcome = self._store(source, token, latest, previous, reason)
-            if outcome.version is not None:
-                output_version = outcome.version
-            if outcome.state == "refreshed":
-                outcome = replace(outcome, issuances_last_hour=recent + 1)  # the one just written
-            return outcome
+            while outcome is None:
+                plan = plan_token(facts, self.rules)
+                if plan.step is Step.READ_HISTORY:
+                    facts = replace(facts, history=self.store.output_issuances(name))
+                elif plan.step is Step.CLAIM:
+                    claim = self._claim(name, facts.now)
+                    if claim is None:
+                        logger.info("token %s: another rotator is refreshing it", name)
+                    facts = replace(facts, claim=claim, claimed_elsewhere=claim is None)
+                elif plan.step is Step.REREAD:
+                    facts = replace(facts, latest=self._read_output(name))
+                elif plan.step is Step.WRITE_HELD:
+                    assert plan.token is not None  # a held token is what the plan writes
+                    logger.info(
+                        "token %s: writing back held access token %s", name, plan.token.fingerprint
+                    )
+                    outcome = self._write(facts, plan, plan.token)
+                elif plan.step is Step.EXCHANGE:
+                    outcome = self._exchange(facts, plan)
+                else:
+                    outcome = self._report(facts, plan)
         finally:
-            self.store.release(name, self.instance_id, claim, output_version)
+            if claim is not None:
+                left = outcome.version if outcome and outcome.version is not None else None
+                self._release(name, claim, left or facts.written_over.version)
+        return outcome
 
-    def _store(
-        self,
-        source: Source,
-        token: AccessToken,
-        current: SecretVersion | None,
-        previous: AccessToken | None,
-        reason: str,
-    ) -> Outcome:
-        """Write `token` over `current` (check-and-set) and report the outcome."""
-        name = source.name
+    def _observe(self, name: str, force: bool) -> TokenFacts:
+        """Read the source and the output secret, and what memory holds of the token."""
+        now = self._clock()
+        secret = self.store.read_source(name)
+        if secret is None:
+            return TokenFacts(name, now, None)
+        raw = secret.data.get("api_token")
+        SECRETS.register(raw, raw.strip() if isinstance(raw, str) else None)
+        output = self._read_output(name)
+        return TokenFacts(
+            name,
+            now,
+            self._parse(name, secret),
+            output,
+            source_version=secret.version,
+            held=self.memory.held(name, now),
+            failure=self.memory.failure(name),
+            force=force,
+            history=output.issuances,
+        )
+
+    def _read_output(self, name: str) -> OutputView:
+        view = OutputView.of(self.store.read_output(name))
+        if view.foreign:
+            logger.warning("token %s: the output secret was changed by someone else", name)
+        elif view.token is not None:
+            SECRETS.register(view.token.access_token)
+        if not view.readable:
+            logger.warning(
+                "token %s: output secret is malformed (%s); it will be replaced", name, view.problem
+            )
+        return view
+
+    def _exchange(self, facts: TokenFacts, plan: Plan) -> Outcome:
+        """Exchange the API token (under this instance's claim) and write the result."""
+        assert isinstance(facts.source, Source)  # the plan exchanges only a parsed source
+        source, name = facts.source, facts.name
+        started = time.monotonic()
         try:
-            version = self.store.write_output(
-                name, token, current, keep_versions=self._keep_versions()
+            token = self.exchanger.exchange(source)
+        except RotatorError as exc:
+            self._exchanged(name, exc.kind, started)
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            failure = self._record(name, exc.kind, retry_after, source.version)
+            logger.warning(
+                "token %s: exchange failed (%s), attempt %d, next try at %s",
+                name,
+                exc,
+                failure.count,
+                failure.retry_at.isoformat(timespec="seconds"),
+            )
+            return self._outcome(
+                facts,
+                Outcome(
+                    name,
+                    State.FAILING,
+                    facts.output.trusted,
+                    failure.retry_at,
+                    plan.reason,
+                    str(exc),
+                    exc.kind,
+                    failures=failure.count,
+                ),
+            )
+        self._exchanged(name, "success", started)
+        SECRETS.register(token.access_token)
+        self.memory.hold(name, token)
+        outcome = self._write(facts, plan, token)
+        if outcome.state is State.REFRESHED and plan.issuances is not None:
+            outcome = replace(outcome, issuances_last_hour=plan.issuances + 1)  # this one too
+        return outcome
+
+    def _write(self, facts: TokenFacts, plan: Plan, token: AccessToken) -> Outcome:
+        """Store `token` over the output as last read, by the write protocol of `records.py`:
+        announce, data with check-and-set, record."""
+        name = facts.name
+        try:
+            version = write_output(
+                self.store, name, token, facts.written_over.secret, self._keep_versions()
             )
         except VaultConflict:
-            return self._lost_race(name, source, reason)
+            latest = self._read_output(name)
+            if latest.trusted is not None:
+                logger.info("token %s: another rotator stored a token first", name)
+            return self._report(facts, plan_after_conflict(facts, latest, plan.reason, self.rules))
         except VaultError as exc:
-            failure = self._record_failure(name, "transient", self._clock())
+            failure = self._record(name, FailureKind.VAULT_WRITE)
             logger.error("token %s: obtained a token but could not store it: %s", name, exc)
-            return Outcome(
-                name,
-                "failing",
-                previous,
-                failure.retry_at,
-                reason,
-                str(exc),
-                "vault_write",
-                failures=failure.count,
+            return self._outcome(
+                facts,
+                Outcome(
+                    name,
+                    State.FAILING,
+                    facts.output.trusted,
+                    failure.retry_at,
+                    plan.reason,
+                    str(exc),
+                    FailureKind.VAULT_WRITE,
+                    failures=failure.count,
+                ),
             )
-        self._failures.pop(name, None)
+        self.memory.clear_failure(name)
         # Stay held after the write: if someone overwrites or deletes the output while the token
-        # is fresh, it is written back instead of exchanged anew (`_usable_held` drops it once due).
-        self._held[name] = token
+        # is fresh, it is written back instead of exchanged anew.
+        self.memory.hold(name, token)
         logger.info(
             "token %s: stored access token %s (%s), valid until %s, version %d",
             name,
             token.fingerprint,
-            reason,
+            plan.reason,
             token.expires_at.isoformat(timespec="seconds"),
             version,
         )
-        change = None
-        if (
-            previous is not None
-            and _principal_known(previous.principal)
-            and previous.principal != token.principal
-        ):
-            change = (previous.principal, token.principal)
-        decision = self._decide(name, self._clock(), token, True, source.version)
-        return Outcome(
-            name, "refreshed", token, decision.at, reason, principal_change=change, version=version
+        return self._outcome(
+            facts,
+            Outcome(
+                name,
+                State.REFRESHED,
+                token,
+                next_look(replace(facts, now=self._clock()), token, self.rules),
+                plan.reason,
+                principal_change=_principal_change(facts.output.trusted, token),
+                version=version,
+            ),
         )
 
-    def _exchange_failed(
-        self,
-        source: Source,
-        exc: RotatorError,
-        previous: AccessToken | None,
-        reason: str,
-    ) -> Outcome:
-        kind = _failure_kind(exc)
-        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-        name = source.name
-        failure = self._record_failure(name, kind, self._clock(), retry_after, source.version)
-        logger.warning(
-            "token %s: exchange failed (%s), attempt %d, next try at %s",
-            name,
-            exc,
-            failure.count,
-            failure.retry_at.isoformat(timespec="seconds"),
+    def _report(self, facts: TokenFacts, plan: Plan) -> Outcome:
+        """The outcome of a pass the plan ended with a report."""
+        assert plan.state is not None
+        name = facts.name
+        if plan.state is State.GONE:
+            self.memory.forget(name)
+        failure = facts.failure if plan.reason is Reason.BACKOFF else None
+        if plan.record is not None:
+            failure = self._record(name, plan.record, source_version=facts.source_version)
+            if plan.record is FailureKind.INVALID_SOURCE:
+                logger.error("%s", plan.detail)
+        if plan.state is State.CAPPED:
+            logger.warning(
+                "token %s: %d issuances in the last hour; next allowed at %s",
+                name,
+                self.rules.max_issuances_per_hour,
+                plan.at.isoformat(timespec="seconds") if plan.at else "-",
+            )
+        elif plan.step is Step.REPORT and plan.state is State.FRESH:
+            logger.debug("token %s: %s; next look at %s", name, plan.reason, plan.at)
+        at = plan.at or (failure.retry_at if failure is not None else facts.now)
+        capped = plan.state is State.CAPPED
+        return self._outcome(
+            facts,
+            Outcome(
+                name,
+                plan.state,
+                plan.token,
+                at,
+                plan.reason,
+                plan.detail,
+                failure.kind if failure is not None else None,
+                failures=failure.count if failure is not None else 0,
+                capped_until=plan.at if capped else None,
+                version=plan.version,
+                issuances_last_hour=plan.issuances if capped else None,
+            ),
         )
+
+    def _outcome(self, facts: TokenFacts, outcome: Outcome) -> Outcome:
+        """`outcome` with what every outcome of a pass over `facts`' token carries."""
+        return replace(
+            outcome,
+            foreign_write=facts.output.foreign,
+            api_token_expires_at=facts.api_token_expires_at,
+        )
+
+    def _failed(self, name: str, kind: FailureKind, reason: Reason, detail: str) -> Outcome:
+        """A pass that ended in an error before it knew anything worth reporting."""
+        failure = self._record(name, kind)
         return Outcome(
             name,
-            "failing",
-            previous,
+            State.FAILING,
+            None,
             failure.retry_at,
             reason,
-            str(exc),
+            detail,
             kind,
             failures=failure.count,
         )
 
-    def _lost_race(self, name: str, source: Source, reason: str) -> Outcome:
-        """Someone wrote between our read and our write. Keep theirs if it is rotator's own
-        (another instance) and valid; otherwise look again soon."""
-        current = self.store.read_output(name)
-        token, _ = _read_output(name, current)
-        now = self._clock()
-        if current is not None and current.written_by_rotator and token and token.expires_at > now:
-            logger.info("token %s: another rotator stored a fresh token first; keeping it", name)
-            decision = self._decide(name, now, token, True, source.version)
-            return Outcome(name, "fresh", token, decision.at, "conflict", version=current.version)
-        failure = self._record_failure(name, "transient", now)
-        return Outcome(
-            name,
-            "failing",
-            None,
-            failure.retry_at,
-            reason,
-            "output changed during the write",
-            "transient",
-            failures=failure.count,
-        )
+    # --- claims between instances ---------------------------------------------------------------
+
+    def _claim(self, name: str, now: datetime) -> Claim | None:
+        return take_claim(self.store, name, self.instance_id, now, self.rules.claim_lease)
+
+    def _release(self, name: str, claim: Claim, output_version: int) -> None:
+        release_claim(self.store, name, self.instance_id, claim, output_version)
 
     # --- many tokens --------------------------------------------------------------------------
 
@@ -426,168 +363,163 @@ class Rotator:
             return list(pool.map(lambda n: self.rotate_one(n, force=force), todo))
 
     def inspect(self, name: str) -> Outcome:
-        """A read-only look at one token: no exchange, no write."""
+        """A read-only look at one token (`plan.plan_status`): no exchange, no write."""
         now = self._clock()
-        source_secret = self.store.read_source(name)
-        if source_secret is None:
-            return Outcome(name, "gone", None, now, "source deleted")
-        output_secret = self.store.read_output(name)
-        output, readable = _read_output(name, output_secret)
-        foreign = output_secret is not None and not output_secret.written_by_rotator
-        try:
-            source = self._parse(name, source_secret)
-        except SourceError as exc:
-            return Outcome(
-                name, "invalid_source", output, now, "source", str(exc), "invalid_source"
+        secret = self.store.read_source(name)
+        facts = TokenFacts(name, now, None)
+        if secret is not None:
+            output = OutputView.of(self.store.read_output(name))
+            facts = TokenFacts(
+                name, now, self._parse(name, secret), output, source_version=secret.version
             )
-        decision = self._decide(name, now, output, readable, source.version)
-        if foreign:
-            return Outcome(
-                name,
-                "failing",
-                output,
-                now,
-                "foreign_write",
-                "the output secret was changed by someone else",
-                foreign_write=True,
-            )
-        state = "failing" if output is None or output.expires_at <= now else "fresh"
+        plan = plan_status(facts, self.rules)
+        assert plan.state is not None and plan.at is not None
         return Outcome(
             name,
-            state,
-            output,
-            decision.at,
-            decision.reason.value,
-            api_token_expires_at=source.api_token_expires_at,
+            plan.state,
+            plan.token,
+            plan.at,
+            plan.reason,
+            plan.detail,
+            FailureKind.INVALID_SOURCE if plan.state is State.INVALID_SOURCE else None,
+            foreign_write=plan.reason is Reason.FOREIGN_WRITE,
+            api_token_expires_at=facts.api_token_expires_at,
         )
+
+    def issuance_counts(self, outcomes: list[Outcome]) -> list[int | None]:
+        """Issuances in the last hour per outcome, for the reports: the count the pass made on
+        its way, else read from Vault (None when Vault does not answer)."""
+
+        def count(outcome: Outcome) -> int | None:
+            if outcome.issuances_last_hour is not None:
+                return outcome.issuances_last_hour
+            try:
+                return self.issuances_last_hour(outcome.name)
+            except VaultError:
+                return None
+
+        if not outcomes:
+            return []
+        workers = max(1, min(self.config.exchange.max_workers, len(outcomes)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="count") as pool:
+            return list(pool.map(count, outcomes))
 
     def issuances_last_hour(self, name: str) -> int:
         """Access tokens issued in the last hour (`VaultStore.output_issuances`)."""
         return policy.issuances_in_window(self.store.output_issuances(name), self._clock())
 
-    def adopt(self, previous: Rotator) -> None:
-        """Take over a replaced rotator's memory (failures and backoff, held tokens), so a
-        reload neither forgets a backoff nor re-issues a token it already holds."""
-        with previous._guard:
-            failures, held = dict(previous._failures), dict(previous._held)
-        with self._guard:
-            self._failures.update(failures)
-            self._held.update(held)
-
     def clear_transient_failures(self) -> list[str]:
-        """Forget the backoff of every token failing transiently (Vault or IdP outages); returns
-        their names. For when the outage is known to be over."""
-        with self._guard:
-            names = [n for n, f in self._failures.items() if f.kind == "transient"]
-            for name in names:
-                del self._failures[name]
-        return sorted(names)
+        """Forget the backoff of every token failing because of an outage; returns their names."""
+        return self.memory.clear_transient()
 
     def forget(self, name: str) -> None:
         """Drop in-memory state for a token whose source is gone."""
-        with self._guard:
-            self._failures.pop(name, None)
-            self._held.pop(name, None)
+        self.memory.forget(name)
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _usable_held(self, name: str, source: Source, now: datetime) -> AccessToken | None:
-        """A token obtained earlier but not (or no longer) in Vault, if it is still fresh."""
-        held = self._held.get(name)
-        if held is None:
-            return None
-        decision = self._decide(name, now, held, True, source.version)
-        if decision.reason is Reason.FRESH:
-            logger.info("token %s: writing back held access token %s", name, held.fingerprint)
-            return held
-        self._held.pop(name, None)
-        return None
-
-    def _exchanged(self, name: str, result: str, started: float) -> None:
-        if self.on_exchange is not None:
-            self.on_exchange(name, result, time.monotonic() - started)
-
-    def _claim_lease(self) -> timedelta:
-        # Long enough for an exchange (connect + read + body deadline) and the writes after it.
-        return timedelta(seconds=3 * self.config.exchange.timeout_seconds + 15)
-
-    def _keep_versions(self) -> int:
-        # Enough history to count a full hour of issuances, plus a few for inspection.
-        return max(10, self.config.alerts.max_issuances_per_hour + 2)
-
-    def _parse(self, name: str, secret: SecretVersion) -> Source:
-        exchange = self.config.exchange
-        return parse_source(
-            name, secret.data, secret.version, exchange.allowed_hosts, exchange.insecure_http_hosts
-        )
-
-    def _decide(
+    def _record(
         self,
         name: str,
-        now: datetime,
-        output: AccessToken | None,
-        readable: bool,
-        source_version: int | None,
-    ) -> Decision:
-        # The jitter is drawn from the issuance, so every look at the same token (and every
-        # instance) agrees on its refresh time.
-        jitter = policy.phase(f"{name}@{output.issued_at.isoformat()}") if output else 0.0
-        return policy.decide(
-            now,
-            name,
-            output,
-            readable,
-            source_version,
-            self._failures.get(name),
-            self.config.exchange.refresh_fraction,
-            jitter,
-        )
-
-    def _record_failure(
-        self,
-        name: str,
-        kind: str,
-        now: datetime,
+        kind: FailureKind,
         retry_after: float | None = None,
         source_version: int | None = None,
     ) -> Failure:
-        failure = policy.next_failure(
-            self._failures.get(name),
+        return self.memory.record_failure(
+            name,
             kind,
-            now,
+            self._clock(),
             self.config.exchange.max_backoff_seconds,
             self._jitter(),
             retry_after,
             source_version,
         )
-        self._failures[name] = failure
-        return failure
 
-    def _lock_for(self, name: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(name, threading.Lock())
+    def _exchanged(self, name: str, result: str, started: float) -> None:
+        if self.on_exchange is not None:
+            self.on_exchange(name, result, time.monotonic() - started)
+
+    def _keep_versions(self) -> int:
+        # Enough history to count a full hour of issuances, plus a few for inspection.
+        return max(10, self.config.alerts.max_issuances_per_hour + 2)
+
+    def _parse(self, name: str, secret: records.SecretVersion) -> Source | SourceError:
+        """The source secret parsed (`sources.parse_source`), or what is wrong with it."""
+        exchange = self.config.exchange
+        try:
+            return parse_source(
+                name,
+                secret.data,
+                secret.version,
+                exchange.allowed_hosts,
+                exchange.insecure_http_hosts,
+            )
+        except SourceError as exc:
+            return exc
 
 
-def _read_output(name: str, secret: SecretVersion | None) -> tuple[AccessToken | None, bool]:
-    """The output's token, and False when an output exists but is unreadable."""
-    if secret is None:
-        return None, True
+# --- the protocols' steps: routes of vault.py, contents from records.py ---------------------------
+
+
+def write_output(
+    store: VaultStore,
+    name: str,
+    token: AccessToken,
+    current: records.SecretVersion | None,
+    keep_versions: int = 10,
+) -> int:
+    """Store `token` as `name`'s output over `current` (None: there is none), by the write
+    protocol of `records.py`: announce the new fingerprint in the metadata, write the data with
+    check-and-set against `current`'s version, record expiry and issuance log. Returns the new
+    version; raises `VaultConflict` when someone else wrote first, `VaultError` otherwise."""
+    announced = records.announce(current, token)
+    store.write_output_metadata(name, announced, keep_versions)
+    version = store.write_output_data(
+        name, token.fields(), cas=current.version if current is not None else 0
+    )
+    store.write_output_metadata(name, records.record(announced, token), keep_versions)
+    return version
+
+
+def take_claim(
+    store: VaultStore, name: str, owner: str, now: datetime, lease: timedelta
+) -> Claim | None:
+    """`owner`'s claim on `name` for `lease`, or None when another owner holds a live one or
+    claimed first (check-and-set: of several owners claiming at once exactly one wins).
+
+    Every claim reads the claim first, also an owner's own next one: skipping that read would let
+    the last owner win every race and keep every token it ever took.
+    """
+    existing = store.read_claim(name)
+    if records.is_claimed_by_another(existing, owner, now):
+        return None
+    version = store.write_claim(
+        name,
+        records.claim_record(owner, now + lease),
+        cas=existing.version if existing is not None else 0,
+    )
+    return records.claim_taken(existing, version) if version is not None else None
+
+
+def release_claim(
+    store: VaultStore, name: str, owner: str, claim: Claim, output_version: int
+) -> None:
+    """End `claim` early, recording the output version as the owner leaves it; best effort (a
+    claim lapses anyway). The check-and-set leaves a claim someone else took since untouched."""
     try:
-        return parse_output(secret.data), True
-    except ValueError as exc:
-        logger.warning("token %s: output secret is malformed (%s); it will be replaced", name, exc)
-        return None, False
+        store.write_claim(name, records.release_record(owner, output_version), cas=claim.version)
+    except VaultError as exc:
+        logger.debug("releasing the claim on %s failed: %s", name, exc)
+
+
+def _principal_change(
+    previous: AccessToken | None, token: AccessToken
+) -> tuple[Principal, Principal] | None:
+    """(before, after) when the new token speaks for another workspace or role."""
+    if previous is None or not _principal_known(previous.principal):
+        return None
+    return (previous.principal, token.principal) if previous.principal != token.principal else None
 
 
 def _principal_known(principal: Principal) -> bool:
     return principal.workspace_id is not None or principal.role is not None
-
-
-def _failure_kind(exc: RotatorError) -> str:
-    if isinstance(exc, ApiTokenRejected):
-        return "rejected"
-    if isinstance(exc, RateLimited):
-        return "rate_limited"
-    if exc.retryable:
-        return "transient"
-    return "refused"  # HostNotAllowed, RedirectRefused, RequestRefused: slow retries

@@ -36,8 +36,12 @@ from rotator.vault import VaultStore
 logger = logging.getLogger(__name__)
 
 
-def build_rotator(config: Config) -> Rotator:
-    """Wire the adapters for `config`. Raises VaultError / ConfigError from the Vault login."""
+def build_rotator(config: Config, previous: Rotator | None = None) -> Rotator:
+    """Wire the adapters for `config`. Raises VaultError / ConfigError from the Vault login.
+
+    With `previous` (a reload), the new rotator takes over its memory (failures, backoff, held
+    tokens) and instance id, so a reload neither forgets a backoff nor re-issues a token it
+    holds."""
     workers = config.exchange.max_workers
     store = VaultStore.connect(config.vault, pool_size=workers + 2)
     exchanger = TokenExchanger(
@@ -46,7 +50,16 @@ def build_rotator(config: Config) -> Rotator:
         config.exchange.timeout_seconds,
         pool_size=workers,
     )
-    return Rotator(config, store, exchanger)
+    if previous is None:
+        return Rotator(config, store, exchanger)
+    return Rotator(
+        config,
+        store,
+        exchanger,
+        memory=previous.memory,
+        on_exchange=previous.on_exchange,
+        instance_id=previous.instance_id,
+    )
 
 
 def build_monitor(config: Config, registry: CollectorRegistry, host: str) -> Monitor:
@@ -116,7 +129,7 @@ def reload(daemon: Daemon, path: Path | None, monitor: Monitor) -> None:
         return
     try:
         config = config_module.load(path, os.environ)
-        fresh = build_rotator(config)
+        fresh = build_rotator(config, daemon.rotator)
     except (ConfigError, VaultError) as exc:
         logger.error("reload rejected, keeping the running configuration: %s", exc)
         return
@@ -125,8 +138,6 @@ def reload(daemon: Daemon, path: Path | None, monitor: Monitor) -> None:
             "reload: [metrics], [alerts] sinks and exchange.max_workers take effect on restart"
         )
     old = daemon.rotator
-    fresh.adopt(old)
-    fresh.on_exchange = monitor.record_exchange
     daemon.reload(fresh)
     old.exchanger.close()
 

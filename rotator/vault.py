@@ -1,7 +1,11 @@
 """The Vault adapter: the only module that imports hvac.
 
 `VaultStore` speaks KV v2 under one mount: it discovers source secrets, reads them with their
-version, and writes output secrets with check-and-set and their `custom_metadata`.
+version, writes output secrets and their metadata with check-and-set, and reads and writes the
+claims instances coordinate by. What goes into those routes and what comes back means is
+`records.py`'s business; this module only speaks the routes. `VaultAuth` is rotator's own Vault
+login: the auth method, renewal, a token file that changes under it.
+
 Every hvac or transport error is converted here into rotator's own (`errors.py`): nothing from
 `hvac.exceptions` or `urllib3.exceptions` escapes this module. Messages name the route and
 status, never a secret value.
@@ -13,8 +17,8 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import hvac
 import hvac.exceptions
 import urllib3.exceptions
 
-from rotator.config import VaultConfig
+from rotator.config import VaultAuthConfig, VaultConfig
 from rotator.errors import (
     ConfigError,
     VaultAuthError,
@@ -31,49 +35,15 @@ from rotator.errors import (
     VaultUnavailable,
 )
 from rotator.httpenv import environ_proxies
-from rotator.redact import SECRETS, fingerprint
-from rotator.tokens import (
-    ISSUANCE_LOG_KEY,
-    ISSUANCE_LOGGED_KEY,
-    AccessToken,
-    format_time,
-    issuance_log_add,
-    issuance_log_times,
-    parse_time,
-)
+from rotator.records import OutputMetadata, SecretVersion
+from rotator.redact import SECRETS
+from rotator.tokens import parse_time
 from rotator.vaulthttp import VaultHTTP
 
 logger = logging.getLogger(__name__)
 
 VAULT_TIMEOUT_SECONDS = 10.0
 CLAIMS_ROOT = "rotator-claims"  # per-token claims between instances, under the same mount
-WRITER_ID = "rotator"
-
-
-@dataclass(frozen=True)
-class SecretVersion:
-    """One KV v2 secret as read: its data, version and custom_metadata. `data` may hold secrets."""
-
-    data: Mapping[str, Any] = field(repr=False)
-    version: int
-    custom_metadata: Mapping[str, str]
-
-    @property
-    def written_by_rotator(self) -> bool:
-        """True when the data is a token rotator announced in the metadata before writing it:
-        the current one, or the one before while a write is under way."""
-        if self.custom_metadata.get("written_by") != WRITER_ID:
-            return False
-        announced = {
-            self.custom_metadata.get("fingerprint"),
-            self.custom_metadata.get("previous_fingerprint"),
-        }
-        return _data_fingerprint(self) in announced - {None, "", "-"}
-
-    @property
-    def issuances(self) -> tuple[datetime, ...] | None:
-        """Issuance times from the output's issuance log (see tokens.py); None without one."""
-        return issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY))
 
 
 @dataclass(frozen=True)
@@ -83,47 +53,6 @@ class TokenInfo:
     ttl: float
     creation_ttl: float
     renewable: bool
-
-
-@dataclass(frozen=True)
-class OutputMetadata:
-    """An output secret's KV metadata. Holds no secret values."""
-
-    current_version: int
-    custom_metadata: Mapping[str, str]
-    history: tuple[datetime, ...]  # creation times of the versions kept, oldest first
-
-    @property
-    def issuances(self) -> tuple[datetime, ...]:
-        """Issuance times: from the issuance log rotator keeps in custom_metadata, or, for an
-        output written without one, the creation times of the versions kept."""
-        logged = issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY))
-        return logged if logged is not None else self.history
-
-    @property
-    def expires_at(self) -> datetime | None:
-        """The expiry rotator recorded for the current token, if readable."""
-        try:
-            return parse_time(self.custom_metadata["expires_at"])
-        except (KeyError, ValueError):
-            return None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim this instance holds: its KV version, and the output's version as the previous
-    owner left it when it released the claim (None when unknown: never claimed, or the previous
-    owner died holding it). While the output is still at that version, nobody wrote it since
-    the caller read it, and it need not be read again under the claim."""
-
-    version: int
-    settled_output_version: int | None
-    first: bool = False  # nobody had claimed this token before: no claimed write ever happened
-
-    def output_may_have_changed(self, read_version: int) -> bool:
-        """Whether a claimed exchange by another instance may have written the output since the
-        caller read it at `read_version` (0: absent), so that it must be read again."""
-        return not self.first and self.settled_output_version != read_version
 
 
 @contextmanager
@@ -172,57 +101,45 @@ def _why(exc: hvac.exceptions.VaultError) -> str:
     return " ".join(text.split())[:200] or type(exc).__name__
 
 
-class VaultStore:
-    """KV v2 access for one mount, source prefix and output prefix."""
+def connect(config: VaultConfig, pool_size: int = 10) -> hvac.Client:
+    """An hvac client for `config.addr` on rotator's own transport (`vaulthttp.py`): pooled,
+    fixed timeout, never a redirect. Not logged in yet (`VaultAuth.login`)."""
+    # Proxies resolved once (see httpenv.py); TLS trust from ca_cert / VAULT_CACERT, else the
+    # system's trust store.
+    proxies = environ_proxies(config.addr, os.environ)
+    scheme = config.addr.split(":", 1)[0].lower()
+    session = VaultHTTP(
+        ca_cert=str(config.ca_cert) if config.ca_cert else None,
+        proxy=proxies.get(scheme) or proxies.get("all"),
+        pool_size=pool_size,
+    )
+    return hvac.Client(
+        url=config.addr,
+        timeout=VAULT_TIMEOUT_SECONDS,
+        namespace=config.namespace,
+        session=session,
+        # Vault's own token must not follow a redirect to somewhere else either.
+        allow_redirects=False,
+    )
 
-    def __init__(self, client: hvac.Client, mount: str, source_prefix: str, output_prefix: str):
-        self._auth_config: VaultConfig | None = None
-        self._token_file_stamp: tuple[int, int, int] | None = None
-        self._detailed_listing = True  # until the server or the policy says otherwise
+
+class VaultAuth:
+    """rotator's own login at Vault, on a client it shares with `VaultStore`."""
+
+    def __init__(self, client: hvac.Client, config: VaultAuthConfig) -> None:
         self._client = client
-        self._kv = client.secrets.kv.v2
-        self.mount = mount
-        self.source_prefix = source_prefix
-        self.output_prefix = output_prefix
+        self._config = config
+        self._token_file_stamp: tuple[int, int, int] | None = None
 
-    # --- connection ---------------------------------------------------------------------------
-
-    @classmethod
-    def connect(cls, config: VaultConfig, pool_size: int = 10) -> VaultStore:
-        """A store logged in with the configured auth method.
-
-        Raises `VaultAuthError` when Vault refuses the credentials, `VaultUnavailable` when it
-        cannot be reached, `ConfigError` when a credential file cannot be read.
-        """
-        # Proxies resolved once (see httpenv.py); TLS trust from ca_cert / VAULT_CACERT, else the
-        # system's trust store.
-        proxies = environ_proxies(config.addr, os.environ)
-        scheme = config.addr.split(":", 1)[0].lower()
-        session = VaultHTTP(
-            ca_cert=str(config.ca_cert) if config.ca_cert else None,
-            proxy=proxies.get(scheme) or proxies.get("all"),
-            pool_size=pool_size,
-        )
-        client = hvac.Client(
-            url=config.addr,
-            timeout=VAULT_TIMEOUT_SECONDS,
-            namespace=config.namespace,
-            session=session,
-            # Vault's own token must not follow a redirect to somewhere else either.
-            allow_redirects=False,
-        )
-        store = cls(client, config.mount, config.source_prefix, config.output_prefix)
-        store.login(config)
-        return store
-
-    def login(self, config: VaultConfig) -> None:
-        """Authenticate, and remember how for `login_again`.
+    def login(self) -> None:
+        """Authenticate with the configured method.
 
         token: `VAULT_TOKEN` or `token_file` (checked with `GET auth/token/lookup-self`);
         approle: `POST auth/approle/login` with role_id and the secret-id file's content.
+        Raises `VaultAuthError` when Vault refuses, `VaultUnavailable` when it cannot be reached,
+        `ConfigError` when a credential file cannot be read.
         """
-        self._auth_config = config
-        auth = config.auth
+        auth = self._config
         if auth.method == "token":
             if auth.token_file:
                 self._token_file_stamp = _stamp(auth.token_file)
@@ -240,19 +157,13 @@ class VaultStore:
             self._client.auth.approle.login(role_id=role_id, secret_id=secret_id)
         SECRETS.register(self._client.token)
 
-    def login_again(self) -> None:
-        """Log in anew the way `login` did (approle), or re-read the token file."""
-        if self._auth_config is None:
-            raise VaultAuthError("no login to repeat")
-        self.login(self._auth_config)
-
     def token_file_changed(self) -> bool:
         """True when the configured token_file was rewritten since it was read (a Vault Agent
         sink renews it that way)."""
-        config = self._auth_config
-        if config is None or config.auth.method != "token" or config.auth.token_file is None:
+        auth = self._config
+        if auth.method != "token" or auth.token_file is None:
             return False
-        return _stamp(config.auth.token_file) != self._token_file_stamp
+        return _stamp(auth.token_file) != self._token_file_stamp
 
     def token_info(self) -> TokenInfo:
         """rotator's own token as Vault sees it (`GET auth/token/lookup-self`). Raises
@@ -271,22 +182,38 @@ class VaultStore:
             response = self._client.auth.token.renew_self()
         return float(response["auth"].get("lease_duration") or 0)
 
-    def token_ttl(self) -> float:
-        """Seconds left on rotator's own token (0: it does not expire)."""
-        return self.token_info().ttl
 
-    def is_up(self) -> bool:
-        """True when Vault answers, is unsealed and accepts rotator's token (`sys/health`)."""
-        try:
-            with _mapped("check", "sys/health"):
-                health = self._client.sys.read_health_status(method="GET")
-                sealed = isinstance(health, dict) and health.get("sealed", False)
-                if sealed:
-                    return False
-                self._client.auth.token.lookup_self()
-        except VaultError:
-            return False
-        return True
+class VaultStore:
+    """KV v2 access for one mount, source prefix and output prefix; `auth` is its login."""
+
+    def __init__(
+        self,
+        client: hvac.Client,
+        mount: str,
+        source_prefix: str,
+        output_prefix: str,
+        auth: VaultAuth,
+    ) -> None:
+        self._detailed_listing = True  # until the server or the policy says otherwise
+        self._client = client
+        self._kv = client.secrets.kv.v2
+        self.auth = auth
+        self.mount = mount
+        self.source_prefix = source_prefix
+        self.output_prefix = output_prefix
+
+    @classmethod
+    def connect(cls, config: VaultConfig, pool_size: int = 10) -> VaultStore:
+        """A store logged in with the configured auth method (`VaultAuth.login`, whose errors
+        it raises)."""
+        client = connect(config, pool_size)
+        auth = VaultAuth(client, config.auth)
+        auth.login()
+        return cls(client, config.mount, config.source_prefix, config.output_prefix, auth)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.adapter.close()
 
     # --- sources ------------------------------------------------------------------------------
 
@@ -316,75 +243,46 @@ class VaultStore:
         None when it does not exist or its current version is deleted."""
         return self._read(f"{self.source_prefix}/{name}")
 
+    def write_source(self, name: str, data: Mapping[str, Any]) -> int:
+        """Create or replace a source secret (`POST <mount>/data/<source_prefix>/<name>`);
+        returns its version."""
+        path = f"{self.source_prefix}/{name}"
+        response = self._call("write", path, self._kv.create_or_update_secret, secret=dict(data))
+        return int(response["data"]["version"])
+
     # --- outputs ------------------------------------------------------------------------------
 
     def read_output(self, name: str) -> SecretVersion | None:
         """The current output secret (`GET <mount>/data/<output_prefix>/<name>`), or None."""
         return self._read(f"{self.output_prefix}/{name}")
 
-    def write_output(
-        self,
-        name: str,
-        token: AccessToken,
-        current: SecretVersion | None,
-        keep_versions: int = 10,
-    ) -> int:
-        """Store `token` as the output secret if it is still at `current`'s version (absent: 0).
-
-        Routes, in order: `POST <mount>/metadata/<path>` announcing the new token's fingerprint,
-        `POST <mount>/data/<path>` with `options.cas`, then `POST <mount>/metadata/<path>` with
-        the new `issued_at`/`expires_at` and the issuance log (tokens.py) counting this token,
-        unless it is the token counted last being written back. Announcing first means a reader
-        never mistakes rotator's own write, seen half-way, for a foreign one (see
-        `SecretVersion.written_by_rotator`). A successful check-and-set is Vault's word that
-        exactly these fields are the new version, so nothing is read back. Returns the new
-        version. Raises `VaultConflict` when someone else wrote first.
-        """
-        path = f"{self.output_prefix}/{name}"
-        fields = token.fields()
-        previous = ""
-        if current is not None:
-            previous = (
-                _data_fingerprint(current)
-                if current.written_by_rotator
-                else current.custom_metadata.get("fingerprint", "")
-            )
-        metadata = {
-            **(current.custom_metadata if current is not None else {}),
-            "written_by": WRITER_ID,
-            "fingerprint": token.fingerprint,
-            "previous_fingerprint": previous or "-",  # Vault refuses empty values
-        }
-        self._call(
-            "write metadata of",
-            path,
-            self._kv.update_metadata,
-            custom_metadata=metadata,
-            max_versions=keep_versions,
-        )
+    def write_output_data(self, name: str, fields: Mapping[str, Any], cas: int) -> int:
+        """Store `fields` as the output secret if it is still at version `cas` (0: absent)
+        (`POST <mount>/data/<output_prefix>/<name>` with `options.cas`). A successful
+        check-and-set is Vault's word that exactly these fields are the new version, so nothing
+        is read back. Returns the new version; raises `VaultConflict` when someone else wrote
+        first."""
         response = self._call(
             "write",
-            path,
+            f"{self.output_prefix}/{name}",
             self._kv.create_or_update_secret,
-            secret=fields,
-            cas=current.version if current is not None else 0,
+            secret=dict(fields),
+            cas=cas,
         )
-        version = int(response["data"]["version"])
-        if metadata.get(ISSUANCE_LOGGED_KEY) != token.fingerprint:  # not a write-back
-            metadata[ISSUANCE_LOG_KEY] = issuance_log_add(
-                metadata.get(ISSUANCE_LOG_KEY), token.issued_at
-            )
-            metadata[ISSUANCE_LOGGED_KEY] = token.fingerprint
-        metadata["issued_at"] = format_time(token.issued_at)
-        metadata["expires_at"] = format_time(token.expires_at)
+        return int(response["data"]["version"])
+
+    def write_output_metadata(
+        self, name: str, custom_metadata: Mapping[str, str], keep_versions: int
+    ) -> None:
+        """Replace the output's custom_metadata and keep `keep_versions` versions
+        (`POST <mount>/metadata/<output_prefix>/<name>`)."""
         self._call(
             "write metadata of",
-            path,
+            f"{self.output_prefix}/{name}",
             self._kv.update_metadata,
-            custom_metadata=metadata,
+            custom_metadata=dict(custom_metadata),
             max_versions=keep_versions,
         )
-        return version
 
     def read_output_metadata(self, name: str) -> OutputMetadata | None:
         """The output secret's metadata (`GET <mount>/metadata/<output_prefix>/<name>`): its
@@ -458,83 +356,35 @@ class VaultStore:
         return dict(response["data"]) if isinstance(response, dict) else {}
 
     def output_issuances(self, name: str) -> tuple[datetime, ...]:
-        """The output's issuance times (`OutputMetadata.issuances`); empty when absent."""
+        """The output's issuance times (`OutputMetadata.issuances`, from `read_output_metadata`);
+        empty when there is no output."""
         metadata = self.read_output_metadata(name)
         return metadata.issuances if metadata is not None else ()
 
-    # --- coordination between instances ---------------------------------------------------------
+    # --- claims between instances ---------------------------------------------------------------
 
-    def claim(
-        self,
-        name: str,
-        owner: str,
-        now: datetime,
-        lease: timedelta,
-    ) -> Claim | None:
-        """Claim the right to exchange `name` for `lease`, or None when another owner's claim is
-        live or another owner claimed first.
+    def read_claim(self, name: str) -> SecretVersion | None:
+        """The claim on `name` (`GET <mount>/data/rotator-claims/<output_prefix>/<name>`)."""
+        return self._read(self._claim_path(name))
 
-        A claim is a KV v2 secret at `<mount>/rotator-claims/<output_prefix>/<name>` holding the
-        owner and its expiry, written with check-and-set against the version read: of two
-        instances claiming at once, exactly one wins. A dead owner's claim lapses by itself.
-
-        Every claim reads first, also the owner's own next one: an instance that could skip the
-        read would always beat the others to it and keep every token it ever took.
-        """
-        path = self._claim_path(name)
-        record = {"owner": owner, "until": format_time(now + lease)}
-        existing = self._read(path)
-        if existing is not None and existing.data.get("owner") != owner:
-            try:
-                until = parse_time(str(existing.data.get("until", "")))
-            except ValueError:
-                until = now  # unreadable: treat as lapsed
-            if until > now:
-                return None
+    def write_claim(self, name: str, record: Mapping[str, Any], cas: int) -> int | None:
+        """Write the claim on `name` if it is still at version `cas` (0: none yet)
+        (`POST <mount>/data/rotator-claims/<output_prefix>/<name>`). Returns the claim's new
+        version, or None when someone else wrote it first."""
         try:
             response = self._call(
                 "claim",
-                path,
+                self._claim_path(name),
                 self._kv.create_or_update_secret,
-                secret=record,
-                cas=existing.version if existing is not None else 0,
+                secret=dict(record),
+                cas=cas,
             )
         except VaultConflict:
             return None
-        # With no claim before ours (check-and-set at 0 won), no instance ever exchanged this
-        # token under a claim, so none can have stored one since the caller's read.
-        version = int(response["data"]["version"])
-        if existing is None:
-            return Claim(version, None, first=True)
-        return Claim(version, _settled_output_version(existing))
-
-    def release(self, name: str, owner: str, claim: Claim, output_version: int) -> None:
-        """End `claim` early, recording `output_version`, the output's version as the owner
-        leaves it; best effort (a claim lapses anyway). The check-and-set on the claim's version
-        leaves a claim someone else took since untouched."""
-        try:
-            self._call(
-                "release",
-                self._claim_path(name),
-                self._kv.create_or_update_secret,
-                secret={
-                    "owner": owner,
-                    "until": "1970-01-01T00:00:00Z",
-                    "output_version": output_version,
-                },
-                cas=claim.version,
-            )
-        except VaultError as exc:
-            logger.debug("releasing the claim on %s failed: %s", name, exc)
+        return int(response["data"]["version"])
 
     def _claim_path(self, name: str) -> str:
         return f"{CLAIMS_ROOT}/{self.output_prefix}/{name}"
-
-    def write_source(self, name: str, data: Mapping[str, Any]) -> int:
-        """Create or replace a source secret (for `rotator demo`); returns its version."""
-        path = f"{self.source_prefix}/{name}"
-        response = self._call("write", path, self._kv.create_or_update_secret, secret=dict(data))
-        return int(response["data"]["version"])
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -561,20 +411,6 @@ class VaultStore:
                 return method(path, mount_point=self.mount, **kwargs)
             except hvac.exceptions.InvalidPath:
                 raise _NotFound from None
-
-
-def _settled_output_version(claim: SecretVersion | None) -> int | None:
-    """The output version a released claim recorded; None for a claim never released (or one
-    from before releases recorded it) and when there was no claim at all."""
-    if claim is None:
-        return None
-    recorded = claim.data.get("output_version")
-    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
-
-
-def _data_fingerprint(secret: SecretVersion) -> str:
-    token = secret.data.get("access_token")
-    return fingerprint(token) if isinstance(token, str) else ""
 
 
 class _NotFound(Exception):

@@ -18,6 +18,7 @@ import pytest
 from rotator import config as config_module
 from rotator.dev.devvault import DevVault
 from rotator.dev.standin import LeanIXStandIn
+from rotator.rotation import write_output
 from rotator.tokens import AccessToken, parse_time
 from rotator.vault import VaultStore
 from tests.e2e.conftest import (
@@ -95,7 +96,7 @@ def test_the_deploy_policy_grants_the_checks_one_request_listing(
     )
     store = VaultStore.connect(config.vault)
     for name in ("acme/prod", "acme/sandbox"):
-        store.write_output(name, _access_token(), None)
+        write_output(store, name, _access_token(), None)
 
     listed = store.list_output_metadata()
 

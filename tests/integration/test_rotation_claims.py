@@ -10,8 +10,10 @@ import pytest
 
 from rotator.dev.standin import LeanIXStandIn
 from rotator.exchange import TokenExchanger
+from rotator.outcome import Reason, State
+from rotator.records import SecretVersion
 from rotator.rotation import Rotator
-from rotator.vault import CLAIMS_ROOT, SecretVersion, VaultStore
+from rotator.vault import CLAIMS_ROOT, VaultStore
 from tests.conftest import VaultSpace
 
 API_TOKEN = "api-token-for-claim-tests"
@@ -47,7 +49,9 @@ def rotators(vault_space: VaultSpace, standin: LeanIXStandIn) -> Iterator[list[R
     made = []
     for _ in range(2):
         plain = vault_space.store()
-        store = SteppedStore(plain._client, plain.mount, plain.source_prefix, plain.output_prefix)
+        store = SteppedStore(
+            plain._client, plain.mount, plain.source_prefix, plain.output_prefix, plain.auth
+        )
         store.reads = Counter()
         exchanger = TokenExchanger(("127.0.0.1",), ("127.0.0.1",), 5)
         made.append(Rotator(config, store, exchanger))
@@ -71,7 +75,7 @@ def test_an_instance_that_read_before_anothers_write_does_not_issue_again(
     outcome = second.rotate_one("shared")
 
     assert standin.issued_count(API_TOKEN) == 1
-    assert outcome.state == "fresh" and outcome.reason == "refreshed elsewhere"
+    assert outcome.state is State.FRESH and outcome.reason is Reason.REFRESHED_ELSEWHERE
     assert outcome.output is not None
     stored = vault_space.read_output("shared")
     assert stored is not None and isinstance(stored["data"], dict)
@@ -83,7 +87,7 @@ def test_the_first_claim_on_a_token_needs_no_second_look(
 ) -> None:
     first, _ = rotators
 
-    assert first.rotate_one("shared").state == "refreshed"
+    assert first.rotate_one("shared").state is State.REFRESHED
 
     # No claim existed and the check-and-set at 0 won: no instance ever exchanged this token
     # under a claim, so the output read before claiming is still the latest.
@@ -95,7 +99,7 @@ def test_a_claim_is_read_every_time_so_no_instance_keeps_a_token_for_good(
     rotators: list[Rotator], standin: LeanIXStandIn
 ) -> None:
     first, _ = rotators
-    assert first.rotate_one("shared", force=True).state == "refreshed"
+    assert first.rotate_one("shared", force=True).state is State.REFRESHED
     reads = _store(first).reads
     reads.clear()
 
@@ -103,7 +107,7 @@ def test_a_claim_is_read_every_time_so_no_instance_keeps_a_token_for_good(
 
     # Its own last release recorded the output version it has just read: no output re-read.
     # The claim is read all the same; skipping that would let this instance win every race.
-    assert outcome.state == "refreshed"
+    assert outcome.state is State.REFRESHED
     assert standin.issued_count(API_TOKEN) == 2
     assert reads == Counter({"source": 1, "output": 1, "claim": 1})
 
@@ -112,14 +116,14 @@ def test_after_another_instance_rotated_the_output_is_not_read_twice(
     rotators: list[Rotator], standin: LeanIXStandIn
 ) -> None:
     first, second = rotators
-    assert first.rotate_one("shared", force=True).state == "refreshed"
-    assert second.rotate_one("shared", force=True).state == "refreshed"
+    assert first.rotate_one("shared", force=True).state is State.REFRESHED
+    assert second.rotate_one("shared", force=True).state is State.REFRESHED
     reads = _store(first).reads
     reads.clear()
 
     outcome = first.rotate_one("shared", force=True)
 
     # `second`'s release recorded the version `first` has just read: no output re-read.
-    assert outcome.state == "refreshed"
+    assert outcome.state is State.REFRESHED
     assert standin.issued_count(API_TOKEN) == 3
     assert reads == Counter({"source": 1, "output": 1, "claim": 1})

@@ -12,6 +12,7 @@ import pytest
 from rotator import config as config_module
 from rotator.dev.devvault import DevVault, free_port
 from rotator.errors import VaultAuthError, VaultConflict, VaultUnavailable
+from rotator.rotation import release_claim, take_claim, write_output
 from rotator.tokens import AccessToken, parse_output
 from rotator.vault import VaultStore
 from tests.conftest import VaultSpace
@@ -64,7 +65,7 @@ def test_read_source_of_a_deleted_secret_is_none(vault_space: VaultSpace) -> Non
 def test_write_output_stores_spec_fields_and_custom_metadata(vault_space: VaultSpace) -> None:
     store = vault_space.store()
 
-    version = store.write_output("alpha", _token(), None)
+    version = write_output(store, "alpha", _token(), None)
 
     stored = store.read_output("alpha")
     assert stored is not None
@@ -88,12 +89,12 @@ def test_write_output_with_a_stale_version_is_a_conflict_and_keeps_the_stored_to
     vault_space: VaultSpace,
 ) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token("first.token.value"), None)
+    write_output(store, "alpha", _token("first.token.value"), None)
     stale = store.read_output("alpha")
-    store.write_output("alpha", _token("second.token.value"), stale)
+    write_output(store, "alpha", _token("second.token.value"), stale)
 
     with pytest.raises(VaultConflict):
-        store.write_output("alpha", _token("third.token.value"), stale)
+        write_output(store, "alpha", _token("third.token.value"), stale)
 
     stored = store.read_output("alpha")
     assert stored is not None
@@ -104,10 +105,10 @@ def test_creating_an_output_that_someone_else_created_is_a_conflict(
     vault_space: VaultSpace,
 ) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token(), None)
+    write_output(store, "alpha", _token(), None)
 
     with pytest.raises(VaultConflict):
-        store.write_output("alpha", _token("other.token.value"), None)
+        write_output(store, "alpha", _token("other.token.value"), None)
 
 
 def _issued(value: str, at: datetime) -> AccessToken:
@@ -118,9 +119,9 @@ def test_each_new_token_is_logged_once_as_an_issuance(vault_space: VaultSpace) -
     store = vault_space.store()
     for minute in range(3):
         token = _issued(f"token.number.{minute}", NOW + timedelta(minutes=minute))
-        store.write_output("alpha", token, store.read_output("alpha"))
+        write_output(store, "alpha", token, store.read_output("alpha"))
     # The last token written back (after someone overwrote it, say) is no new issuance.
-    store.write_output("alpha", token, store.read_output("alpha"))
+    write_output(store, "alpha", token, store.read_output("alpha"))
 
     issuances = store.output_issuances("alpha")
     current = store.read_output("alpha")
@@ -133,8 +134,8 @@ def test_each_new_token_is_logged_once_as_an_issuance(vault_space: VaultSpace) -
 
 def test_two_tokens_issued_in_the_same_second_are_two_issuances(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token("first.token.value"), None)
-    store.write_output("alpha", _token("second.token.value"), store.read_output("alpha"))
+    write_output(store, "alpha", _token("first.token.value"), None)
+    write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"))
 
     assert len(store.output_issuances("alpha")) == 2
 
@@ -156,8 +157,8 @@ def test_an_output_without_an_issuance_log_counts_its_versions(vault_space: Vaul
 
 def test_an_output_rotator_wrote_is_recognised_as_its_own(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token("first.token.value"), None)
-    store.write_output("alpha", _token("second.token.value"), store.read_output("alpha"))
+    write_output(store, "alpha", _token("first.token.value"), None)
+    write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"))
 
     stored = store.read_output("alpha")
 
@@ -166,7 +167,7 @@ def test_an_output_rotator_wrote_is_recognised_as_its_own(vault_space: VaultSpac
 
 def test_an_output_overwritten_by_someone_else_is_not_rotators(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    store.write_output("alpha", _token("first.token.value"), None)
+    write_output(store, "alpha", _token("first.token.value"), None)
     vault_space.root.secrets.kv.v2.create_or_update_secret(
         f"{vault_space.output_prefix}/alpha",
         secret={**_token("forged.token.value").fields()},
@@ -181,8 +182,12 @@ def test_an_output_overwritten_by_someone_else_is_not_rotators(vault_space: Vaul
 def test_output_keeps_the_requested_number_of_versions(vault_space: VaultSpace) -> None:
     store = vault_space.store()
     for number in range(5):
-        store.write_output(
-            "alpha", _token(f"token.number.{number}"), store.read_output("alpha"), keep_versions=3
+        write_output(
+            store,
+            "alpha",
+            _token(f"token.number.{number}"),
+            store.read_output("alpha"),
+            keep_versions=3,
         )
 
     metadata = store.read_output_metadata("alpha")
@@ -193,7 +198,7 @@ def test_one_listing_gives_every_outputs_metadata_as_reads_do(vault_space: Vault
     store = vault_space.store()
     names = ["alpha", "beta", "team-a/gamma", "team-a/deep/delta", "zeta"]
     for name in names:
-        store.write_output(name, _token(f"token.for.{name.replace('/', '.')}"), None)
+        write_output(store, name, _token(f"token.for.{name.replace('/', '.')}"), None)
 
     for page_size in (1000, 2):  # one page per folder, and several
         listed = store.list_output_metadata(page_size=page_size)
@@ -210,7 +215,7 @@ def test_without_the_listing_in_its_policy_rotator_reads_one_by_one(
     vault_space: VaultSpace,
 ) -> None:
     vault_space.write_source("alpha", {"api_token": "x", "host": "acme.leanix.net"})
-    vault_space.store().write_output("alpha", _token(), None)
+    write_output(vault_space.store(), "alpha", _token(), None)
     vault_space.root.sys.create_or_update_policy(
         "no-detailed-listing",
         'path "secret/data/*" { capabilities = ["read"] }\n'
@@ -262,7 +267,7 @@ def test_a_write_outside_the_tokens_policy_is_refused(vault_space: VaultSpace) -
     store = VaultStore.connect(config.vault)
 
     with pytest.raises(VaultAuthError, match="permission denied"):
-        store.write_output("alpha", _token(), None)
+        write_output(store, "alpha", _token(), None)
 
 
 def test_vault_that_does_not_listen_is_unavailable() -> None:
@@ -274,17 +279,18 @@ def test_vault_that_does_not_listen_is_unavailable() -> None:
         VaultStore.connect(config.vault)
 
 
-def test_a_sealed_vault_is_unavailable_and_not_up() -> None:
+def test_a_sealed_vault_is_unavailable_to_the_health_probe_and_every_route() -> None:
     with DevVault() as vault:
         config = config_module.parse(
             {"vault": {"addr": vault.addr}}, {"VAULT_TOKEN": vault.root_token}
         )
         store = VaultStore.connect(config.vault)
-        assert store.is_up()
+        assert store.auth.token_info().ttl == 0  # the dev root token does not expire
 
         vault.cli("operator", "seal")
 
-        assert not store.is_up()
+        with pytest.raises(VaultUnavailable):
+            store.auth.token_info()
         with pytest.raises(VaultUnavailable):
             store.list_sources()
 
@@ -293,20 +299,20 @@ def test_a_claim_excludes_other_owners_until_it_lapses(vault_space: VaultSpace) 
     store = vault_space.store()
     lease = timedelta(seconds=30)
 
-    assert store.claim("alpha", "one", NOW, lease) is not None
-    assert store.claim("alpha", "two", NOW + timedelta(seconds=29), lease) is None
-    assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease) is not None
+    assert take_claim(store, "alpha", "one", NOW, lease) is not None
+    assert take_claim(store, "alpha", "two", NOW + timedelta(seconds=29), lease) is None
+    assert take_claim(store, "alpha", "two", NOW + timedelta(seconds=31), lease) is not None
 
 
 def test_a_released_claim_can_be_taken_at_once(vault_space: VaultSpace) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
-    claim = store.claim("alpha", "one", NOW, lease)
+    claim = take_claim(store, "alpha", "one", NOW, lease)
     assert claim is not None
 
-    store.release("alpha", "one", claim, output_version=4)
+    release_claim(store, "alpha", "one", claim, output_version=4)
 
-    taken = store.claim("alpha", "two", NOW, lease)
+    taken = take_claim(store, "alpha", "two", NOW, lease)
     assert taken is not None
     assert taken.settled_output_version == 4
 
@@ -314,11 +320,11 @@ def test_a_released_claim_can_be_taken_at_once(vault_space: VaultSpace) -> None:
 def test_a_claim_never_released_records_no_output_version(vault_space: VaultSpace) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
-    first = store.claim("alpha", "one", NOW, lease)
+    first = take_claim(store, "alpha", "one", NOW, lease)
     assert first is not None and first.first
     assert not first.output_may_have_changed(0)  # nobody ever claimed: nobody wrote under one
 
-    lapsed = store.claim("alpha", "two", NOW + timedelta(seconds=31), lease)
+    lapsed = take_claim(store, "alpha", "two", NOW + timedelta(seconds=31), lease)
 
     # The first owner may have died after writing the output: the new owner must look again.
     assert lapsed is not None and not lapsed.first
@@ -330,17 +336,17 @@ def test_a_release_records_the_output_version_for_the_next_owner(
 ) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
-    claim = store.claim("alpha", "one", NOW, lease)
+    claim = take_claim(store, "alpha", "one", NOW, lease)
     assert claim is not None
-    store.release("alpha", "one", claim, output_version=7)
-    theirs = store.claim("alpha", "two", NOW + timedelta(seconds=1), lease)
+    release_claim(store, "alpha", "one", claim, output_version=7)
+    theirs = take_claim(store, "alpha", "two", NOW + timedelta(seconds=1), lease)
     assert theirs is not None and theirs.settled_output_version == 7
 
     # "two" holds a live claim: "one" waits, also for its own token.
-    assert store.claim("alpha", "one", NOW + timedelta(seconds=2), lease) is None
+    assert take_claim(store, "alpha", "one", NOW + timedelta(seconds=2), lease) is None
 
-    store.release("alpha", "two", theirs, output_version=8)
-    after = store.claim("alpha", "one", NOW + timedelta(seconds=3), lease)
+    release_claim(store, "alpha", "two", theirs, output_version=8)
+    after = take_claim(store, "alpha", "one", NOW + timedelta(seconds=3), lease)
     assert after is not None and after.settled_output_version == 8
     assert not after.output_may_have_changed(8) and after.output_may_have_changed(7)
 
@@ -348,13 +354,13 @@ def test_a_release_records_the_output_version_for_the_next_owner(
 def test_releasing_a_claim_someone_else_took_since_leaves_theirs(vault_space: VaultSpace) -> None:
     store = vault_space.store()
     lease = timedelta(seconds=30)
-    stale = store.claim("alpha", "one", NOW, lease)
+    stale = take_claim(store, "alpha", "one", NOW, lease)
     assert stale is not None
-    assert store.claim("alpha", "two", NOW + timedelta(seconds=31), lease) is not None
+    assert take_claim(store, "alpha", "two", NOW + timedelta(seconds=31), lease) is not None
 
-    store.release("alpha", "one", stale, output_version=1)
+    release_claim(store, "alpha", "one", stale, output_version=1)
 
-    assert store.claim("alpha", "three", NOW + timedelta(seconds=32), lease) is None
+    assert take_claim(store, "alpha", "three", NOW + timedelta(seconds=32), lease) is None
 
 
 def test_of_two_simultaneous_claims_exactly_one_wins(vault_space: VaultSpace) -> None:
@@ -364,7 +370,7 @@ def test_of_two_simultaneous_claims_exactly_one_wins(vault_space: VaultSpace) ->
 
     def claim(index: int) -> bool:
         barrier.wait()
-        return stores[index].claim("alpha", f"owner-{index}", NOW, lease) is not None
+        return take_claim(stores[index], "alpha", f"owner-{index}", NOW, lease) is not None
 
     with ThreadPoolExecutor(len(stores)) as pool:
         results = list(pool.map(claim, range(len(stores))))

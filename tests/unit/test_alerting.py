@@ -18,7 +18,7 @@ from rotator.alerting import (
     expiry_observations,
     token_observations,
 )
-from rotator.rotation import Outcome
+from rotator.outcome import FailureKind, Outcome, Reason, State
 from rotator.tokens import AccessToken, Principal
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -251,11 +251,17 @@ def access_token(issued_at: datetime = T0, lifetime: timedelta = HOUR) -> Access
 def outcome(state: str, **fields: Any) -> Outcome:
     fields.setdefault("output", access_token() if state in ("fresh", "refreshed") else None)
     fields.setdefault("next_at", T0 + timedelta(minutes=48))
-    return Outcome(name="acme", state=state, **fields)
+    return Outcome(name="acme", state=State(state), **fields)
 
 
 def failing(error_kind: str, failures: int = 1, reason: str = "", error: str = "boom") -> Outcome:
-    return outcome("failing", error_kind=error_kind, failures=failures, reason=reason, error=error)
+    return outcome(
+        "failing",
+        error_kind=FailureKind(error_kind),
+        failures=failures,
+        reason=Reason(reason) if reason else None,
+        error=error,
+    )
 
 
 def by_kind(observations: list[Observation]) -> dict[Kind, Observation]:

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 from rotator.config import Config, VaultConfig
 from rotator.metrics import RotatorMetrics
 from rotator.monitor import Monitor
-from rotator.rotation import Outcome
+from rotator.outcome import FailureKind, Outcome, State
+from rotator.records import OutputMetadata
 from rotator.tokens import AccessToken
-from rotator.vault import OutputMetadata
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -63,17 +63,17 @@ def access_token(issued_at: datetime = T0) -> AccessToken:
 
 
 def refreshed(name: str = "acme", issued_at: datetime = T0) -> Outcome:
-    return Outcome(name, "refreshed", access_token(issued_at), issued_at + 0.8 * HOUR)
+    return Outcome(name, State.REFRESHED, access_token(issued_at), issued_at + 0.8 * HOUR)
 
 
 def rejected(name: str = "acme") -> Outcome:
     return Outcome(
         name,
-        "failing",
+        State.FAILING,
         None,
         T0 + HOUR,
         error=f"{name}: the IdP answered 401",
-        error_kind="rejected",
+        error_kind=FailureKind.REJECTED,
         failures=1,
     )
 

@@ -8,13 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rotator.outcome import Failure, FailureKind, Reason
 from rotator.policy import (
     BACKOFF_BASE,
     MIN_RETRY_SECONDS,
     Action,
     Decision,
-    Failure,
-    Reason,
     backoff_delay,
     decide,
     next_failure,
@@ -186,7 +185,7 @@ def test_token_is_not_refreshed_a_moment_before_its_refresh_time() -> None:
 def test_pending_failure_holds_back_a_due_refresh_until_retry_at() -> None:
     tok = token(HOUR)
     now = ISSUED + timedelta(minutes=55)
-    failure = Failure(kind="transient", count=2, retry_at=now + timedelta(seconds=20))
+    failure = Failure(kind=FailureKind.TRANSIENT, count=2, retry_at=now + timedelta(seconds=20))
     decision = decide_for(now, tok, failure=failure)
     assert (decision.action, decision.reason, decision.at) == (
         Action.WAIT,
@@ -209,7 +208,7 @@ def test_pending_failure_holds_back_every_urgent_refresh(
     output: AccessToken | None, readable: bool, source_version: int
 ) -> None:
     now = ISSUED + timedelta(minutes=1)
-    failure = Failure(kind="rejected", count=1, retry_at=now + timedelta(seconds=60))
+    failure = Failure(kind=FailureKind.REJECTED, count=1, retry_at=now + timedelta(seconds=60))
     decision = decide_for(
         now, output, readable=readable, source_version=source_version, failure=failure
     )
@@ -219,14 +218,14 @@ def test_pending_failure_holds_back_every_urgent_refresh(
 def test_failure_whose_retry_time_has_come_no_longer_holds_back() -> None:
     tok = token(HOUR)
     now = ISSUED + timedelta(minutes=55)
-    failure = Failure(kind="transient", count=2, retry_at=now)
+    failure = Failure(kind=FailureKind.TRANSIENT, count=2, retry_at=now)
     assert decide_for(now, tok, failure=failure).action is Action.REFRESH
 
 
 def test_fresh_token_with_a_pending_failure_just_waits_for_its_refresh_time() -> None:
     tok = token(HOUR)
     now = ISSUED + timedelta(minutes=1)
-    failure = Failure(kind="transient", count=1, retry_at=now + timedelta(seconds=5))
+    failure = Failure(kind=FailureKind.TRANSIENT, count=1, retry_at=now + timedelta(seconds=5))
     decision = decide_for(now, tok, failure=failure, jitter=0.3)
     assert (decision.action, decision.reason) == (Action.WAIT, Reason.FRESH)
     assert decision.at == refresh_at(tok, "acme", 0.8, 0.3)
@@ -236,17 +235,17 @@ def test_fresh_token_with_a_pending_failure_just_waits_for_its_refresh_time() ->
 
 
 def test_backoff_doubles_with_each_consecutive_failure() -> None:
-    delays = [backoff_delay("transient", n, 10_000, jitter=0.0) for n in range(1, 6)]
+    delays = [backoff_delay(FailureKind.TRANSIENT, n, 10_000, jitter=0.0) for n in range(1, 6)]
     assert delays == [2.5, 5.0, 10.0, 20.0, 40.0]
 
 
 def test_backoff_is_capped_at_max_backoff() -> None:
-    assert backoff_delay("transient", 20, 300, jitter=0.999) <= 300
-    assert backoff_delay("transient", 20, 300, jitter=0.0) == 150
+    assert backoff_delay(FailureKind.TRANSIENT, 20, 300, jitter=0.999) <= 300
+    assert backoff_delay(FailureKind.TRANSIENT, 20, 300, jitter=0.0) == 150
 
 
 def test_long_failure_streak_does_not_overflow() -> None:
-    assert backoff_delay("rejected", 10**9, 300, jitter=0.5) <= 300
+    assert backoff_delay(FailureKind.REJECTED, 10**9, 300, jitter=0.5) <= 300
 
 
 @given(kind=kinds, failures=st.integers(1, 200), cap=st.floats(1, 86400), jitter=jitters)
@@ -260,24 +259,28 @@ def test_backoff_lies_between_half_the_ceiling_and_the_ceiling(
 
 @given(failures=st.integers(1, 200), cap=st.floats(1, 86400), jitter=jitters)
 def test_backoff_is_never_above_max_backoff(failures: int, cap: float, jitter: float) -> None:
-    assert backoff_delay("transient", failures, cap, jitter) <= cap
+    assert backoff_delay(FailureKind.TRANSIENT, failures, cap, jitter) <= cap
 
 
 @given(jitter=jitters)
 def test_rejected_api_token_backs_off_slower_than_a_transient_error(jitter: float) -> None:
-    assert backoff_delay("rejected", 1, 300, jitter) > backoff_delay("transient", 1, 300, jitter)
+    assert backoff_delay(FailureKind.REJECTED, 1, 300, jitter) > backoff_delay(
+        FailureKind.TRANSIENT, 1, 300, jitter
+    )
 
 
 def test_retry_after_longer_than_the_backoff_is_honoured() -> None:
-    assert backoff_delay("rate_limited", 1, 300, jitter=0.0, retry_after=120) == 120
+    assert backoff_delay(FailureKind.RATE_LIMITED, 1, 300, jitter=0.0, retry_after=120) == 120
 
 
 def test_retry_after_shorter_than_the_backoff_does_not_shorten_it() -> None:
-    assert backoff_delay("rate_limited", 1, 300, jitter=0.0, retry_after=1) == 7.5
+    assert backoff_delay(FailureKind.RATE_LIMITED, 1, 300, jitter=0.0, retry_after=1) == 7.5
 
 
 def test_hostile_retry_after_is_capped_at_max_backoff() -> None:
-    assert backoff_delay("rate_limited", 1, 300, jitter=0.0, retry_after=365 * 86400) == 300
+    assert (
+        backoff_delay(FailureKind.RATE_LIMITED, 1, 300, jitter=0.0, retry_after=365 * 86400) == 300
+    )
 
 
 @given(
@@ -294,32 +297,34 @@ def test_backoff_is_never_below_one_second(
 
 
 def test_backoff_with_a_one_second_cap_is_one_second() -> None:
-    assert backoff_delay("transient", 1, 1, jitter=0.0) == 1.0
+    assert backoff_delay(FailureKind.TRANSIENT, 1, 1, jitter=0.0) == 1.0
 
 
 # --- next_failure ---
 
 
 def test_first_failure_counts_one_and_retries_after_the_backoff() -> None:
-    failure = next_failure(None, "transient", ISSUED, 300, jitter=0.0)
-    assert failure == Failure(kind="transient", count=1, retry_at=ISSUED + timedelta(seconds=2.5))
+    failure = next_failure(None, FailureKind.TRANSIENT, ISSUED, 300, jitter=0.0)
+    assert failure == Failure(
+        kind=FailureKind.TRANSIENT, count=1, retry_at=ISSUED + timedelta(seconds=2.5)
+    )
 
 
 def test_consecutive_failures_of_the_same_kind_are_counted() -> None:
-    first = next_failure(None, "transient", ISSUED, 300, jitter=0.0)
-    second = next_failure(first, "transient", ISSUED, 300, jitter=0.0)
-    third = next_failure(second, "transient", ISSUED, 300, jitter=0.0)
+    first = next_failure(None, FailureKind.TRANSIENT, ISSUED, 300, jitter=0.0)
+    second = next_failure(first, FailureKind.TRANSIENT, ISSUED, 300, jitter=0.0)
+    third = next_failure(second, FailureKind.TRANSIENT, ISSUED, 300, jitter=0.0)
     assert (second.count, third.count) == (2, 3)
     assert third.retry_at == ISSUED + timedelta(seconds=10)
 
 
 def test_failure_of_another_kind_restarts_the_count() -> None:
-    streak = Failure(kind="transient", count=7, retry_at=ISSUED)
-    failure = next_failure(streak, "rejected", ISSUED, 300, jitter=0.0)
-    assert (failure.kind, failure.count) == ("rejected", 1)
+    streak = Failure(kind=FailureKind.TRANSIENT, count=7, retry_at=ISSUED)
+    failure = next_failure(streak, FailureKind.REJECTED, ISSUED, 300, jitter=0.0)
+    assert (failure.kind, failure.count) == (FailureKind.REJECTED, 1)
     assert failure.retry_at == ISSUED + timedelta(seconds=30)
 
 
 def test_next_failure_honours_retry_after() -> None:
-    failure = next_failure(None, "rate_limited", ISSUED, 300, jitter=0.0, retry_after=90)
+    failure = next_failure(None, FailureKind.RATE_LIMITED, ISSUED, 300, jitter=0.0, retry_after=90)
     assert failure.retry_at == ISSUED + timedelta(seconds=90)
