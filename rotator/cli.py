@@ -7,7 +7,6 @@ or refusing rotator's credentials.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -16,16 +15,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
 
-from rotator import __version__
+from rotator import __version__, report
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.errors import ConfigError, VaultAuthError, VaultError
-from rotator.redact import SECRETS, install_filter
-from rotator.rotation import Outcome, Rotator
+from rotator.redact import install_filter
 from rotator.service import build_rotator, run_service
-from rotator.tokens import format_time
 
 logger = logging.getLogger("rotator")
 
@@ -146,94 +142,9 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             print("rotator rotate: give token NAMEs or --all, not both", file=sys.stderr)
             return EXIT_USAGE
         outcomes = rotator.run_cycle(None if args.all else args.names, force=True)
-    report(rotator, outcomes, as_json=args.json, out=sys.stdout)
+    counts = rotator.issuance_counts(outcomes)
+    sys.stdout.write(report.render(outcomes, counts, datetime.now(UTC), as_json=args.json))
     return EXIT_OK if all(outcome.healthy for outcome in outcomes) else EXIT_FAILING
-
-
-def report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: TextIO) -> None:
-    """Print one row (or JSON object) per token. Never prints a token value: no row holds one,
-    and every known secret is redacted from the text on its way out all the same."""
-    text = io.StringIO()
-    _report(rotator, outcomes, as_json=as_json, out=text)
-    out.write(SECRETS.redact(text.getvalue()))
-
-
-def _report(rotator: Rotator, outcomes: list[Outcome], *, as_json: bool, out: TextIO) -> None:
-    now = datetime.now(UTC)
-    with ThreadPoolExecutor(max_workers=rotator.config.exchange.max_workers) as pool:
-        counts = list(pool.map(_issuances(rotator), outcomes))
-    rows = [_row(outcome, count, now) for outcome, count in zip(outcomes, counts, strict=True)]
-    if as_json:
-        document = {
-            "checked_at": format_time(now),
-            "healthy": all(row["healthy"] for row in rows),
-            "tokens": rows,
-        }
-        json.dump(SECRETS.redact_data(document), out, indent=2)
-        out.write("\n")
-        return
-    headers = ("TOKEN", "STATE", "EXPIRES IN", "LAST ISSUED", "ISSUED/1H", "DETAIL")
-    table = [
-        (
-            row["name"],
-            row["state"],
-            _duration(row["expires_in_seconds"]),
-            row["issued_at"] or "-",
-            str(row["issuances_last_hour"]) if row["issuances_last_hour"] is not None else "-",
-            row["error"] or row["reason"] or "",
-        )
-        for row in rows
-    ]
-    widths = [
-        max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=False)
-    ]
-    for line in (headers, *table):
-        out.write(
-            "  ".join(
-                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
-            ).rstrip()
-        )
-        out.write("\n")
-    if not table:
-        out.write("(no tokens under the source prefix)\n")
-
-
-def _issuances(rotator: Rotator) -> Any:
-    def count(outcome: Outcome) -> int | None:
-        if outcome.issuances_last_hour is not None:
-            return outcome.issuances_last_hour  # counted by the rotation itself
-        try:
-            return rotator.issuances_last_hour(outcome.name)
-        except VaultError:
-            return None
-
-    return count
-
-
-def _row(outcome: Outcome, issuances: int | None, now: datetime) -> dict[str, Any]:
-    token = outcome.output
-    return {
-        "name": outcome.name,
-        "state": outcome.state,
-        "healthy": outcome.healthy,
-        "issued_at": format_time(token.issued_at) if token else None,
-        "expires_at": format_time(token.expires_at) if token else None,
-        "expires_in_seconds": int((token.expires_at - now).total_seconds()) if token else None,
-        "issuances_last_hour": issuances,
-        "reason": outcome.reason or None,
-        "error": outcome.error,
-        "error_kind": outcome.error_kind,
-    }
-
-
-def _duration(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds <= 0:
-        return "expired"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 if __name__ == "__main__":

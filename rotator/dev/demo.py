@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from rotator import config as config_module
-from rotator.cli import report
+from rotator import report
 from rotator.daemon import Daemon
 from rotator.dev.devvault import DevVault, free_port
 from rotator.dev.standin import LeanIXStandIn
+from rotator.outcome import State
 from rotator.redact import install_filter
 from rotator.service import build_rotator, run_service
 
@@ -117,13 +118,14 @@ def _draw(daemon: Daemon, recent: _RecentLog, interactive: bool, standin: LeanIX
         outcomes = list(pool.map(rotator.inspect, names))
     for index, outcome in enumerate(outcomes):
         last = daemon.last_outcomes.get(outcome.name)
-        if last is not None and last.state == "failing":
+        if last is not None and last.state is State.FAILING:
             outcomes[index] = last  # show why a token is failing, not only that it is
     if interactive:
         sys.stdout.write("\x1b[H\x1b[J")
     now = datetime.now(UTC).strftime("%H:%M:%S")
     print(f"rotator demo - {now} UTC - {standin.requests_total} requests at the stand-in")
-    report(rotator, outcomes, as_json=False, out=sys.stdout)
+    counts = rotator.issuance_counts(outcomes)
+    sys.stdout.write(report.render(outcomes, counts, datetime.now(UTC), as_json=False))
     if interactive:
         print("\nrecent events:")
         for line in recent.lines:
