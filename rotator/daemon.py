@@ -65,13 +65,16 @@ class Daemon:
         check_ins: CheckIns | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         systemd: SystemdNotifier | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` schedules jobs; `monotonic` times the checks that `is_healthy` judges."""
         self.rotator = rotator
         self.monitor = monitor or Monitor(rotator.config)
         self.systemd = systemd or SystemdNotifier({})
         self._check_ins = check_ins
         self._token_failures = 0
         self._clock = clock
+        self._monotonic = monotonic
         config = rotator.config
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -145,13 +148,13 @@ class Daemon:
             self._stopping = True
         self._scheduler.shutdown(wait=wait)
 
-    def reload(self, rotator: Rotator) -> None:
-        """Carry on with a rotator built from a new config (SIGHUP): tokens keep their jobs and
-        their Vault state, so nothing valid is re-issued; the periodic jobs take the new
-        intervals."""
+    def reload(self, rotator: Rotator, check_ins: CheckIns | None) -> None:
+        """Carry on with a rotator (and check-ins) built from a new config (SIGHUP): tokens keep
+        their jobs and their Vault state, so nothing valid is re-issued; the periodic jobs take
+        the new intervals."""
         self.systemd.reloading(time.monotonic_ns() // 1000)
         self.rotator = rotator
-        self.monitor.config = rotator.config
+        self._check_ins = check_ins
         schedule = rotator.config.schedule
         self._scheduler.reschedule_job(
             "discover", trigger="interval", seconds=schedule.discovery_interval_seconds
@@ -173,7 +176,7 @@ class Daemon:
             return False
         interval = self.rotator.config.schedule.check_interval_seconds
         last = self._last_check
-        return last is not None and time.monotonic() - last < 3 * interval + 30
+        return last is not None and self._monotonic() - last < 3 * interval + 30
 
     @property
     def names(self) -> set[str]:
@@ -230,10 +233,10 @@ class Daemon:
             self._drop(name)
 
     def _check(self) -> None:
-        started = time.monotonic()
+        started = self._monotonic()
         check_in = self._check_ins.start() if self._check_ins is not None else None
         ok = self._verify()
-        self._last_check = time.monotonic()
+        self._last_check = self._monotonic()
         if self._check_ins is not None:
             self._check_ins.finish(check_in, ok, self._last_check - started)
 

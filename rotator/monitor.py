@@ -138,6 +138,19 @@ class Monitor:
                 self.book.firing_events(), lambda event: self.book.is_firing(*event.key)
             )
 
+    def reconfigure(self, config: Config) -> None:
+        """Carry on with a reloaded config: its refresh fraction, repeat interval and cap."""
+        self.config = config
+        self.book.repeat_interval = timedelta(seconds=config.alerts.repeat_interval_seconds)
+        if self.metrics is not None:
+            self.metrics.max_issuances.set(config.alerts.max_issuances_per_hour)
+
+    def replace_notifier(self, notifier: Notifier | None) -> None:
+        """Deliver through `notifier` from now on; the old one delivers what it has queued."""
+        old, self.notifier = self.notifier, notifier
+        if old is not None:
+            old.close()
+
     def close(self) -> None:
         if self.notifier is not None:
             self.notifier.close()

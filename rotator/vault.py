@@ -211,10 +211,6 @@ class VaultStore:
         auth.login()
         return cls(client, config.mount, config.source_prefix, config.output_prefix, auth)
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._client.adapter.close()
-
     # --- sources ------------------------------------------------------------------------------
 
     def list_sources(self) -> list[str]:

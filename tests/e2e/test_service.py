@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Rig, wait_for
+from rotator.dev.devvault import free_port
+from tests.e2e.conftest import Rig, sample, scrape
+from tests.sinks import RecordingServer
+from tests.waiting import stop_process, wait_for
 
 
 class NotifySocket:
@@ -52,11 +54,6 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
     sock.close()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=20)
-
-
 def test_sd_notify_ready_watchdog_status_and_stopping(
     rig: Rig, tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
@@ -79,7 +76,7 @@ def test_sd_notify_ready_watchdog_status_and_stopping(
             "a STATUS line after a check",
         )
     finally:
-        code = _stop(process)
+        code = stop_process(process)
 
     assert code == 0
     assert notify_socket.count("STOPPING") == 1
@@ -107,7 +104,7 @@ def test_sighup_with_a_changed_config_reloads_without_reissuing(
         assert rig.issued("acme/prod") == issued
         assert process.poll() is None
     finally:
-        assert _stop(process) == 0
+        assert stop_process(process) == 0
 
 
 def test_sighup_with_a_broken_config_keeps_the_running_one(rig: Rig, tmp_path: Path) -> None:
@@ -127,4 +124,57 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(rig: Rig, tmp_path: P
         rig.add_token("team-b/new")
         wait_for(lambda: rig.output("team-b/new"), 20, "a token added after the bad reload")
     finally:
-        assert _stop(process) == 0
+        assert stop_process(process) == 0
+
+
+def test_sighup_applies_the_repeat_interval_the_cap_and_the_check_interval(
+    rig: Rig, tmp_path: Path, webhook: RecordingServer, notify_socket: NotifySocket
+) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+
+    def configure(repeat: float, cap: int, check: float) -> None:
+        rig.write_config(
+            alerts={
+                "webhook_urls": [webhook.url],
+                "repeat_interval_seconds": repeat,
+                "max_issuances_per_hour": cap,
+            },
+            schedule={"check_interval_seconds": check, "discovery_interval_seconds": 60},
+            metrics={"listen": listen},
+        )
+
+    def rejections() -> int:
+        return sum(
+            1
+            for body in webhook.bodies()
+            if body.get("alert") == "api_token_rejected" and body.get("status") == "firing"
+        )
+
+    def cycles() -> float:
+        return sample(scrape(listen), "rotator_last_cycle_timestamp_seconds") or 0.0
+
+    configure(repeat=3600, cap=6, check=60)
+    rig.add_token("legacy/revoked", revoked=True)
+    env = {"NOTIFY_SOCKET": str(notify_socket.path)}
+    process = rig.start("run", log=tmp_path / "run.log", env=env)
+    try:
+        wait_for(lambda: rejections() == 1, 20, "the first api_token_rejected")
+        assert sample(scrape(listen), "rotator_max_issuances_per_hour") == 6
+        first_check = wait_for(cycles, 20, "the first check")
+
+        configure(repeat=1, cap=7, check=1)
+        process.send_signal(signal.SIGHUP)
+
+        wait_for(
+            lambda: sample(scrape(listen), "rotator_max_issuances_per_hour") == 7,
+            20,
+            "the reloaded cap on /metrics",
+        )
+        # Checks every second now (before: one a minute), and each re-notifies the alert once
+        # its reloaded repeat interval has passed (before: once an hour).
+        later = wait_for(lambda: (c := cycles()) > first_check and c, 10, "a check after reload")
+        wait_for(lambda: cycles() >= later + 2, 10, "two more checks, a second apart")
+        wait_for(lambda: rejections() >= 3, 10, "repeats at the reloaded interval")
+        assert notify_socket.count("RELOADING") == 1
+    finally:
+        assert stop_process(process) == 0

@@ -4,7 +4,7 @@ injected clock, no notifier (alert events then go to the log)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -263,3 +263,26 @@ def test_record_exchange_counts_exchanges_by_token_and_result(setup: Setup) -> N
 
 def test_the_issuance_cap_is_exported(setup: Setup) -> None:
     assert setup.value("rotator_max_issuances_per_hour") == CONFIG.alerts.max_issuances_per_hour
+
+
+def reloaded(**alerts: object) -> Config:
+    return Config(vault=CONFIG.vault, alerts=replace(CONFIG.alerts, **alerts))  # type: ignore[arg-type]
+
+
+def test_a_reloaded_cap_is_exported(setup: Setup) -> None:
+    setup.monitor.reconfigure(reloaded(max_issuances_per_hour=9))
+
+    assert setup.value("rotator_max_issuances_per_hour") == 9
+
+
+def test_a_reloaded_repeat_interval_decides_the_next_repeat(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "rotator.monitor")
+    setup.monitor.record(rejected())
+    setup.monitor.reconfigure(reloaded(repeat_interval_seconds=60.0))
+    setup.clock.now = T0 + timedelta(seconds=61)
+
+    setup.monitor.repeat()
+
+    assert len(alert_lines(caplog, "firing", "api_token_rejected")) == 2
