@@ -19,7 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rotator.dev.devvault import free_port, terminate
+from rotator.dev.devvault import free_port
+from tests.waiting import stop_process
 
 
 @dataclass
@@ -188,7 +189,7 @@ class Alertmanager:
 
     def stop(self) -> None:
         if self._process is not None:
-            terminate(self._process)
+            stop_process(self._process)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Self:

@@ -8,31 +8,25 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.dev.devvault import DevVault, bao_binary
 from rotator.dev.standin import LeanIXStandIn
 from rotator.tokens import parse_time
 from tests.conftest import VaultSpace
+from tests.waiting import stop_process, wait_for
+
+__all__ = ["Rig", "remaining_seconds", "sample", "scrape", "stop_process", "wait_for"]
 
 ROTATOR = Path(sys.executable).with_name("rotator")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass
@@ -50,7 +44,8 @@ class Rig:
         env["VAULT_TOKEN"] = self.space.vault.root_token
         return env
 
-    def write_config(self, **sections: dict[str, Any]) -> None:
+    def write_config(self, path: Path | None = None, **sections: dict[str, Any]) -> None:
+        """The test's config (at `path`, default `config_path`) with `sections` merged in."""
         raw: dict[str, dict[str, Any]] = {
             "vault": {
                 "addr": self.space.vault.addr,
@@ -66,7 +61,7 @@ class Rig:
         }
         for name, values in sections.items():
             raw.setdefault(name, {}).update(values)
-        self.config_path.write_text(_toml(raw))
+        (path or self.config_path).write_text(_toml(raw))
 
     def add_token(self, name: str, *, revoked: bool = False, workspace: str = "acme") -> str:
         api_token = "api-" + secrets.token_urlsafe(24)
@@ -90,15 +85,28 @@ class Rig:
         )
 
     def start(
-        self, *args: str, log: Path, env: dict[str, str] | None = None
+        self, *args: str, log: Path, env: dict[str, str] | None = None, config: Path | None = None
     ) -> subprocess.Popen[bytes]:
         with log.open("wb") as sink:
             return subprocess.Popen(
-                [str(ROTATOR), *args, "--config", str(self.config_path)],
+                [str(ROTATOR), *args, "--config", str(config or self.config_path)],
                 env=self.env() | (env or {}),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
+
+    @contextmanager
+    def running(
+        self, log: Path, env: dict[str, str] | None = None
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """`rotator run --log-level DEBUG` (the most log text a secret could hide in); SIGTERM
+        on the way out, which must end it with exit code 0."""
+        process = self.start("run", "--log-level", "DEBUG", log=log, env=env)
+        try:
+            yield process
+        finally:
+            code = stop_process(process)
+        assert code == 0, f"rotator run exited {code} on SIGTERM"
 
     def output(self, name: str) -> dict[str, Any] | None:
         data = self.space.read_output(name)
@@ -114,6 +122,31 @@ class Rig:
     def secrets(self) -> list[str]:
         """Every secret value this test handed out or saw issued, for leak scans."""
         return [*self.api_tokens.values(), *self.outputs_seen]
+
+
+def scrape(listen: str) -> str:
+    """The daemon's /metrics page at `listen` (HOST:PORT); "" while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def sample(page: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name{labels...}` (other labels ignored) on a /metrics page."""
+    for family in text_string_to_metric_families(page):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return None
+
+
+def looked_at(listen: str, names: Iterable[str]) -> bool:
+    """True once the daemon at `listen` has finished a job for each of `names` (every job's
+    outcome sets `rotator_token_healthy`, to 1 for a fresh token)."""
+    page = scrape(listen)
+    return all(sample(page, "rotator_token_healthy", token=name) == 1 for name in names)
 
 
 def remaining_seconds(fields: dict[str, Any]) -> float:

@@ -6,26 +6,23 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import policy
 from rotator.dev.devvault import free_port
 from rotator.redact import fingerprint
 from rotator.tokens import parse_time
-from tests.e2e.conftest import Rig, remaining_seconds, wait_for
+from tests.e2e.conftest import Rig, remaining_seconds, sample
 from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
+from tests.waiting import alive, wait_for
 
 PROMTOOL = Path("/usr/bin/promtool")
 CHECK_SECONDS = 2
@@ -34,29 +31,6 @@ FIRING_KEYS = {"status", "alert", "token", "severity", "summary", "started_at", 
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-
-
-@contextmanager
-def _daemon(
-    rig: Rig, log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`rotator run` at DEBUG (the most log text a secret could hide in); SIGTERM on the way
-    out, which must end it with exit code 0."""
-    process = rig.start("run", "--log-level", "DEBUG", log=log, env=env)
-    try:
-        yield process
-    finally:
-        code = _stop(process)
-    assert code == 0, f"rotator run exited {code} on SIGTERM"
 
 
 def _tag() -> str:
@@ -89,16 +63,6 @@ def _configure(
         metrics={"listen": listen},
     )
     return f"http://{listen}"
-
-
-def _alive(process: subprocess.Popen[bytes], predicate: Callable[[], Any]) -> Callable[[], Any]:
-    """`predicate`, failing at once (rather than at the deadline) when the daemon has died."""
-
-    def check() -> Any:
-        assert process.poll() is None, f"the daemon exited with {process.returncode}"
-        return predicate()
-
-    return check
 
 
 def _events(
@@ -140,15 +104,6 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-def _sample(page: str, name: str, **labels: str) -> float | None:
-    """The value of the sample `name{labels...}` (other labels ignored) on a /metrics page."""
-    for family in text_string_to_metric_families(page):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
-
-
 def _assert_spec_payload(body: dict[str, Any], status: str) -> None:
     expected = FIRING_KEYS | ({"ended_at"} if status == "resolved" else set())
     assert set(body) == expected, sorted(body)
@@ -165,7 +120,7 @@ def _settled(metrics: str, name: str) -> bool:
     """True once the daemon reported the token healthy: its write (announce, data, metadata)
     is complete, so a forgery cannot land in the middle of it."""
     status, page = _get(f"{metrics}/metrics")
-    return status == 200 and _sample(page, "rotator_token_healthy", token=name) == 1
+    return status == 200 and sample(page, "rotator_token_healthy", token=name) == 1
 
 
 def _forge(rig: Rig, name: str) -> None:
@@ -220,22 +175,22 @@ def test_a_revoked_api_token_alerts_once_everywhere_backs_off_and_resolves_when_
     )
     kind = "api_token_rejected"
 
-    with _daemon(rig, tmp_path / "run.log") as process:
-        wait_for(_alive(process, lambda: rig.output(healthy)), 15, "the healthy token's output")
+    with rig.running(tmp_path / "run.log") as process:
+        wait_for(alive(process, lambda: rig.output(healthy)), 15, "the healthy token's output")
         wait_for(
-            _alive(process, lambda: rig.idp.requests_for(revoked_api_token)),
+            alive(process, lambda: rig.idp.requests_for(revoked_api_token)),
             15,
             "the first exchange of the revoked token",
         )
         first_attempt = time.monotonic()
-        wait_for(_alive(process, lambda: _events(webhook, kind, revoked)), 10, "the webhook")
+        wait_for(alive(process, lambda: _events(webhook, kind, revoked)), 10, "the webhook")
         wait_for(
-            _alive(process, lambda: _am_alerts(alertmanager, kind, revoked)),
+            alive(process, lambda: _am_alerts(alertmanager, kind, revoked)),
             10,
             "the alert at Alertmanager",
         )
         wait_for(
-            _alive(process, lambda: _sentry_events(envelope_sink, kind, revoked)),
+            alive(process, lambda: _sentry_events(envelope_sink, kind, revoked)),
             10,
             "the Sentry event",
         )
@@ -263,12 +218,12 @@ def test_a_revoked_api_token_alerts_once_everywhere_backs_off_and_resolves_when_
 
         rig.idp.restore(revoked_api_token)
         wait_for(
-            _alive(process, lambda: _events(webhook, kind, revoked, "resolved")),
+            alive(process, lambda: _events(webhook, kind, revoked, "resolved")),
             15,
             "the resolved webhook after the API token was restored",
         )
         wait_for(
-            _alive(process, lambda: not _am_alerts(alertmanager, kind, revoked)),
+            alive(process, lambda: not _am_alerts(alertmanager, kind, revoked)),
             10,
             "the alert to leave Alertmanager's active alerts",
         )
@@ -310,10 +265,10 @@ def test_the_issuance_cap_stops_exchanges_alerts_and_shows_in_metrics(
         rig, webhook, alertmanager, envelope_sink, alerts={"max_issuances_per_hour": 3}
     )
 
-    with _daemon(rig, tmp_path / "run.log") as process:
-        wait_for(_alive(process, lambda: rig.issued(name) >= 3), 25, "three issuances")
+    with rig.running(tmp_path / "run.log") as process:
+        wait_for(alive(process, lambda: rig.issued(name) >= 3), 25, "three issuances")
         firing = wait_for(
-            _alive(process, lambda: _events(webhook, "issuance_rate", name, "firing")),
+            alive(process, lambda: _events(webhook, "issuance_rate", name, "firing")),
             15,
             "the issuance_rate alert",
         )
@@ -325,11 +280,11 @@ def test_the_issuance_cap_stops_exchanges_alerts_and_shows_in_metrics(
             time.sleep(0.25)
         assert rig.idp.requests_for(api_token) == 3
         page = wait_for(
-            _alive(
+            alive(
                 process,
                 lambda: (
                     (text := _get(f"{metrics}/metrics")[1])
-                    and _sample(text, "rotator_issuances_last_hour", token=name) == 3
+                    and sample(text, "rotator_issuances_last_hour", token=name) == 3
                     and text
                 ),
             ),
@@ -337,8 +292,8 @@ def test_the_issuance_cap_stops_exchanges_alerts_and_shows_in_metrics(
             "rotator_issuances_last_hour 3",
         )
 
-    assert _sample(page, "rotator_exchanges_total", token=name, result="success") == 3
-    assert _sample(page, "rotator_alerts_firing", alert="issuance_rate") == 1
+    assert sample(page, "rotator_exchanges_total", token=name, result="success") == 3
+    assert sample(page, "rotator_alerts_firing", alert="issuance_rate") == 1
     _assert_spec_payload(firing[0], "firing")
     assert firing[0]["severity"] == "warning"
     assert len(_events(webhook, "issuance_rate", name, "firing")) == 1
@@ -372,18 +327,18 @@ def test_a_forged_output_alerts_and_is_restored_with_the_held_token_not_a_new_is
         env = {"VAULT_TOKEN": created["auth"]["client_token"]}
     log = tmp_path / "run.log"
 
-    with _daemon(rig, log, env) as process:
-        wait_for(_alive(process, lambda: _settled(metrics, name)), 15, "the first output")
+    with rig.running(log, env=env) as process:
+        wait_for(alive(process, lambda: _settled(metrics, name)), 15, "the first output")
         original = rig.output(name)
         assert original is not None and rig.issued(name) == 1
         _forge(rig, name)
         firing = wait_for(
-            _alive(process, lambda: _events(webhook, kind, name, "firing")),
+            alive(process, lambda: _events(webhook, kind, name, "firing")),
             15,
             "the foreign_write alert",
         )
         restored = wait_for(
-            _alive(
+            alive(
                 process,
                 lambda: (
                     (fields := rig.output(name)) and fields["access_token"] != FORGED and fields
@@ -393,11 +348,11 @@ def test_a_forged_output_alerts_and_is_restored_with_the_held_token_not_a_new_is
             "the output to be restored",
         )
         resolved = wait_for(
-            _alive(process, lambda: _events(webhook, kind, name, "resolved")),
+            alive(process, lambda: _events(webhook, kind, name, "resolved")),
             15,
             "the foreign_write alert to resolve",
         )
-        wait_for(_alive(process, lambda: _sentry_events(envelope_sink, kind, name)), 10, "Sentry")
+        wait_for(alive(process, lambda: _sentry_events(envelope_sink, kind, name)), 10, "Sentry")
         current = rig.output(name)
 
     # rotation.py: a token someone else overwrote is held and written back while it is fresh,
@@ -429,36 +384,36 @@ def test_metrics_and_healthz_serve_every_spec_series_in_a_format_promtool_accept
     rig.add_token(name)
     metrics = _configure(rig, webhook, alertmanager, envelope_sink)
 
-    with _daemon(rig, tmp_path / "run.log") as process:
-        fields = wait_for(_alive(process, lambda: rig.output(name)), 15, "the first output")
+    with rig.running(tmp_path / "run.log") as process:
+        fields = wait_for(alive(process, lambda: rig.output(name)), 15, "the first output")
 
         def scraped() -> str | None:
             status, text = _get(f"{metrics}/metrics")
             ready = (
                 status == 200
-                and _sample(text, "rotator_token_healthy", token=name) is not None
+                and sample(text, "rotator_token_healthy", token=name) is not None
                 # set by the checks: the first may have run before the first issuance
-                and _sample(text, "rotator_issuances_last_hour", token=name) == 1
+                and sample(text, "rotator_issuances_last_hour", token=name) == 1
             )
             return text if ready else None
 
-        page = wait_for(_alive(process, scraped), 15, "a page counting the first issuance")
+        page = wait_for(alive(process, scraped), 15, "a page counting the first issuance")
         health = _get(f"{metrics}/healthz")
 
     assert health == (200, "ok\n")
-    assert _sample(page, "rotator_exchanges_total", token=name, result="success") == 1
-    assert (_sample(page, "rotator_exchange_duration_seconds_count") or 0) >= 1
-    assert _sample(page, "rotator_exchange_duration_seconds_bucket", le="+Inf") is not None
-    expires = _sample(page, "rotator_access_token_expires_timestamp_seconds", token=name)
+    assert sample(page, "rotator_exchanges_total", token=name, result="success") == 1
+    assert (sample(page, "rotator_exchange_duration_seconds_count") or 0) >= 1
+    assert sample(page, "rotator_exchange_duration_seconds_bucket", le="+Inf") is not None
+    expires = sample(page, "rotator_access_token_expires_timestamp_seconds", token=name)
     # The output rounds to the second; the metric keeps the JWT's `exp` or issued_at + expires_in.
     assert expires is not None and abs(expires - parse_time(fields["expires_at"]).timestamp()) < 1
-    assert _sample(page, "rotator_token_healthy", token=name) == 1
-    assert _sample(page, "rotator_issuances_last_hour", token=name) == 1
-    assert _sample(page, "rotator_vault_up") == 1
-    assert _sample(page, "rotator_vault_token_ttl_seconds") == 0  # the dev root token
+    assert sample(page, "rotator_token_healthy", token=name) == 1
+    assert sample(page, "rotator_issuances_last_hour", token=name) == 1
+    assert sample(page, "rotator_vault_up") == 1
+    assert sample(page, "rotator_vault_token_ttl_seconds") == 0  # the dev root token
     for kind in ("api_token_rejected", "foreign_write", "issuance_rate", "vault_unavailable"):
-        assert _sample(page, "rotator_alerts_firing", alert=kind) == 0, kind
-    last_cycle = _sample(page, "rotator_last_cycle_timestamp_seconds")
+        assert sample(page, "rotator_alerts_firing", alert=kind) == 0, kind
+    last_cycle = sample(page, "rotator_last_cycle_timestamp_seconds")
     assert last_cycle is not None and abs(time.time() - last_cycle) < 60
 
     checked = subprocess.run(
@@ -485,8 +440,8 @@ def test_each_check_reports_to_sentry_crons_in_progress_then_ok(
     def finished() -> list[dict[str, Any]]:
         return [c for c in envelope_sink.check_ins() if c.get("status") == "ok"]
 
-    with _daemon(rig, tmp_path / "run.log") as process:
-        wait_for(_alive(process, lambda: len(finished()) >= 2), 15, "two finished check-ins")
+    with rig.running(tmp_path / "run.log") as process:
+        wait_for(alive(process, lambda: len(finished()) >= 2), 15, "two finished check-ins")
 
     check_ins = envelope_sink.check_ins()
     started = {c["check_in_id"]: c for c in check_ins if c["status"] == "in_progress"}
@@ -520,9 +475,9 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
     metrics = _configure(rig, webhook, alertmanager, envelope_sink)
     log = tmp_path / "run.log"
 
-    with _daemon(rig, log) as process:
+    with rig.running(log) as process:
         wait_for(
-            _alive(process, lambda: _settled(metrics, fine) and _settled(metrics, forged)),
+            alive(process, lambda: _settled(metrics, fine) and _settled(metrics, forged)),
             15,
             "the first outputs",
         )
@@ -534,18 +489,18 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
             ("foreign_write", forged, "resolved"),
         ):
             wait_for(
-                _alive(process, lambda k=kind, n=name, s=status: _events(webhook, k, n, s)),
+                alive(process, lambda k=kind, n=name, s=status: _events(webhook, k, n, s)),
                 20,
                 f"{status} {kind} for {name}",
             )
         for kind, name in (("api_token_rejected", revoked), ("foreign_write", forged)):
             wait_for(
-                _alive(process, lambda k=kind, n=name: _sentry_events(envelope_sink, k, n)),
+                alive(process, lambda k=kind, n=name: _sentry_events(envelope_sink, k, n)),
                 10,
                 f"the Sentry event for {kind}",
             )
         wait_for(
-            _alive(process, lambda: _am_alerts(alertmanager, "api_token_rejected", revoked)),
+            alive(process, lambda: _am_alerts(alertmanager, "api_token_rejected", revoked)),
             10,
             "the alert at Alertmanager",
         )

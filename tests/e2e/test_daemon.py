@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import Rig, remaining_seconds, wait_for
+from rotator.dev.devvault import free_port
+from tests.e2e.conftest import Rig, looked_at, remaining_seconds
+from tests.waiting import stop_process, wait_for
 
 LIFETIME = 10  # seconds; refresh_fraction 0.8 refreshes about every 8 s
 RUN_SECONDS = 30
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
 
 
 def test_run_keeps_every_output_valid_refreshes_once_per_period_and_stops_on_sigterm(
@@ -50,7 +41,7 @@ def test_run_keeps_every_output_valid_refreshes_once_per_period_and_stops_on_sig
         assert process.poll() is None, "the daemon died"
         wait_for(lambda: rig.output("late/arrival"), 10, "the token added mid-run")
     finally:
-        code = _stop(process)
+        code = stop_process(process)
 
     assert code == 0
     assert polls > 50
@@ -64,6 +55,8 @@ def test_run_keeps_every_output_valid_refreshes_once_per_period_and_stops_on_sig
 
 
 def test_a_restarted_daemon_issues_nothing_while_tokens_are_valid(rig: Rig, tmp_path: Path) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    rig.write_config(metrics={"listen": listen})
     names = ["acme/prod", "acme/sandbox"]
     for name in names:
         rig.add_token(name)
@@ -73,13 +66,8 @@ def test_a_restarted_daemon_issues_nothing_while_tokens_are_valid(rig: Rig, tmp_
 
     process = rig.start("run", "--log-level", "DEBUG", log=log)
     try:
-        # Every token's first job has run once its "next refresh" decision is logged.
-        wait_for(
-            lambda: all(f"token {n}: fresh" in log.read_text() for n in names),
-            20,
-            "each token's first look after the restart",
-        )
+        wait_for(lambda: looked_at(listen, names), 20, "each token's first look after the restart")
     finally:
-        assert _stop(process) == 0
+        assert stop_process(process) == 0
 
     assert rig.idp.requests_total == requests_before

@@ -21,8 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,9 @@ from rotator.dev.standin import LeanIXStandIn
 from rotator.redact import fingerprint
 from rotator.tokens import AccessToken, decode_jwt_claims, parse_output, parse_time
 from rotator.vault import VaultStore
-from tests.e2e.conftest import ROTATOR, Rig, _toml, approle_dev_vault, wait_for
+from tests.e2e.conftest import ROTATOR, Rig, _toml, approle_dev_vault, looked_at
 from tests.sinks import RecordingServer
+from tests.waiting import alive, stop_process, wait_for
 
 LIFETIME = 8  # seconds: refreshed about every 6.1-6.4 s
 REFRESH_FRACTION = 0.8
@@ -137,39 +137,6 @@ def _events(
     ]
 
 
-def _alive(process: subprocess.Popen[bytes], predicate: Callable[[], Any]) -> Callable[[], Any]:
-    """`predicate` for wait_for, failing at once if the daemon died meanwhile."""
-
-    def check() -> Any:
-        assert process.poll() is None, f"the daemon died (exit {process.returncode})"
-        return predicate()
-
-    return check
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-
-
-@contextmanager
-def _daemon(
-    rig: Rig, log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`rotator run --log-level DEBUG`; SIGTERM on the way out, which must end it with 0."""
-    process = rig.start("run", "--log-level", "DEBUG", log=log, env=env)
-    try:
-        yield process
-    finally:
-        code = _stop(process)
-    assert code == 0, f"rotator run exited {code} on SIGTERM"
-
-
 def _configure(rig: Rig, webhook: RecordingServer | None = None, **sections: Any) -> None:
     """Short intervals, a cap that never bites, and the webhook as the alert sink."""
     rig.idp.lifetime_seconds = LIFETIME
@@ -227,8 +194,8 @@ def test_an_idp_fault_keeps_the_last_good_token_alerts_and_recovers(
     api_tokens = {name: rig.add_token(name) for name in TOKENS}
     audit = Audit(rig.space.root, rig.space.output_prefix, rig.idp)
 
-    with _daemon(rig, tmp_path / "run.log") as process:
-        wait_for(_alive(process, lambda: _all_fresh(audit, TOKENS)), 20, "the first outputs")
+    with rig.running(tmp_path / "run.log") as process:
+        wait_for(alive(process, lambda: _all_fresh(audit, TOKENS)), 20, "the first outputs")
         good = {name: audit.current(name) for name in TOKENS}
         before = {name: token.access_token for name, token in good.items() if token}
         requests_before = {name: rig.idp.requests_for(api_tokens[name]) for name in TOKENS}
@@ -265,13 +232,13 @@ def test_an_idp_fault_keeps_the_last_good_token_alerts_and_recovers(
             assert "3 attempts in a row" in firing[0]["summary"], firing[0]["summary"]
 
         wait_for(
-            _alive(process, lambda: _all_fresh(audit, TOKENS, before)),
+            alive(process, lambda: _all_fresh(audit, TOKENS, before)),
             10,
             "fresh tokens after the IdP recovered",
         )
         recovered = time.monotonic() - cleared
         wait_for(
-            _alive(
+            alive(
                 process,
                 lambda: all(_events(webhook, "exchange_failed", n, "resolved") for n in TOKENS),
             ),
@@ -310,8 +277,8 @@ def test_a_sealed_vault_keeps_the_daemon_up_alerts_and_recovers_after_unseal(
     audit = Audit(rig.space.root, rig.space.output_prefix, rig.idp)
     log = tmp_path / "run.log"
 
-    with _daemon(rig, log) as process:
-        wait_for(_alive(process, lambda: _all_fresh(audit, names)), 20, "the first outputs")
+    with rig.running(log) as process:
+        wait_for(alive(process, lambda: _all_fresh(audit, names)), 20, "the first outputs")
         requests_sealed = rig.idp.requests_total
         # The dev server keeps its data in memory across seal and unseal. It is shared by the
         # whole session (tests run one at a time): it must be unsealed whatever happens here.
@@ -319,7 +286,7 @@ def test_a_sealed_vault_keeps_the_daemon_up_alerts_and_recovers_after_unseal(
         try:
             sealed = time.monotonic()
             wait_for(
-                _alive(process, lambda: _events(webhook, "vault_unavailable", None, "firing")),
+                alive(process, lambda: _events(webhook, "vault_unavailable", None, "firing")),
                 10,
                 "vault_unavailable to fire",
             )
@@ -337,13 +304,13 @@ def test_a_sealed_vault_keeps_the_daemon_up_alerts_and_recovers_after_unseal(
         unsealed = time.monotonic()
         wait_for(vault.is_healthy, 10, "the dev server to be unsealed")
         wait_for(
-            _alive(process, lambda: _all_fresh(audit, names)),
+            alive(process, lambda: _all_fresh(audit, names)),
             6,  # one check interval (1 s) plus an exchange, with room for a loaded machine
             "fresh tokens after the unseal",
         )
         recovered = time.monotonic() - unsealed
         wait_for(
-            _alive(process, lambda: _events(webhook, "vault_unavailable", None, "resolved")),
+            alive(process, lambda: _events(webhook, "vault_unavailable", None, "resolved")),
             10,
             "vault_unavailable to resolve",
         )
@@ -384,20 +351,18 @@ def test_vault_stopped_and_restarted_keeps_the_daemon_up_and_recovers(
         audit = Audit(root, rig.space.output_prefix, rig.idp)
         log = tmp_path / "run.log"
         try:
-            with _daemon(rig, log, env={"VAULT_TOKEN": vault.root_token}) as process:
-                wait_for(
-                    _alive(process, lambda: _all_fresh(audit, TOKENS)), 20, "the first outputs"
-                )
+            with rig.running(log, env={"VAULT_TOKEN": vault.root_token}) as process:
+                wait_for(alive(process, lambda: _all_fresh(audit, TOKENS)), 20, "the first outputs")
                 # Stop Vault ~1.5 s before the tokens come due, so a refresh falls in the outage.
                 wait_for(
-                    _alive(process, lambda: all(_left(audit.current(n)) < 3.5 for n in TOKENS)),
+                    alive(process, lambda: all(_left(audit.current(n)) < 3.5 for n in TOKENS)),
                     10,
                     "the tokens to near their refresh",
                 )
                 vault.stop()
                 stopped = time.monotonic()
                 wait_for(
-                    _alive(process, lambda: _events(webhook, "vault_unavailable", None, "firing")),
+                    alive(process, lambda: _events(webhook, "vault_unavailable", None, "firing")),
                     10,
                     "vault_unavailable to fire",
                 )
@@ -408,15 +373,13 @@ def test_vault_stopped_and_restarted_keeps_the_daemon_up_and_recovers(
                 vault.start()  # same port, same data; unsealed again
                 restarted = time.monotonic()
                 wait_for(
-                    _alive(process, lambda: _all_fresh(audit, TOKENS)),
+                    alive(process, lambda: _all_fresh(audit, TOKENS)),
                     10,
                     "fresh tokens after Vault came back",
                 )
                 recovered = time.monotonic() - restarted
                 wait_for(
-                    _alive(
-                        process, lambda: _events(webhook, "vault_unavailable", None, "resolved")
-                    ),
+                    alive(process, lambda: _events(webhook, "vault_unavailable", None, "resolved")),
                     10,
                     "vault_unavailable to resolve",
                 )
@@ -469,7 +432,8 @@ def _kill_point(rig: Rig, store: VaultStore, names: tuple[str, ...], pid: int) -
 def test_sigkill_at_random_moments_never_leaves_a_bad_version_and_a_restart_issues_nothing(
     rig: Rig, tmp_path: Path
 ) -> None:
-    _configure(rig, exchange={"timeout_seconds": 2})
+    listen = f"127.0.0.1:{free_port()}"
+    _configure(rig, exchange={"timeout_seconds": 2}, metrics={"listen": listen})
     rig.idp.lifetime_seconds = 6  # a refresh every ~4.6 s per token: kills land mid-work
     rig.idp.latency_seconds = 0.5  # a slow IdP: kills often land with exchanges in flight
     names = tuple(f"fleet/token-{index}" for index in range(4))
@@ -484,7 +448,7 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_version_and_a_restart_issu
         process = rig.start("run", log=tmp_path / f"run-{run}.log")
         try:
             if run == 0:
-                wait_for(_alive(process, lambda: _all_fresh(audit, names)), 20, "first outputs")
+                wait_for(alive(process, lambda: _all_fresh(audit, names)), 20, "first outputs")
             # The kill moment itself is what is drawn at random: let the daemon work that long.
             time.sleep(rng.uniform(0.5, 4.0))
             assert process.poll() is None, f"run {run}: the daemon died by itself"
@@ -507,7 +471,7 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_version_and_a_restart_issu
     process = rig.start("run", log=tmp_path / "run-final.log")
     try:
         wait_for(
-            _alive(process, lambda: all(_left(audit.current(n)) > 60 for n in names)),
+            alive(process, lambda: all(_left(audit.current(n)) > 60 for n in names)),
             40,
             "every token replaced by a long-lived one",
         )
@@ -517,9 +481,9 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_version_and_a_restart_issu
 
     requests_before = rig.idp.requests_total
     log = tmp_path / "restart.log"
-    with _daemon(rig, log) as process:
+    with rig.running(log) as process:
         wait_for(
-            _alive(process, lambda: all(f"token {n}: fresh" in log.read_text() for n in names)),
+            alive(process, lambda: looked_at(listen, names)),
             20,
             "each token's first look after the restart",
         )
@@ -612,14 +576,14 @@ def test_a_revoked_vault_token_is_replaced_by_a_new_login_at_once(
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for(_alive(process, lambda: _all_fresh(audit, TOKENS)), 20, "the first outputs")
+            wait_for(alive(process, lambda: _all_fresh(audit, TOKENS)), 20, "the first outputs")
             issued = {name: idp.issued_count(api_tokens[name]) for name in TOKENS}
             assert _revoke_rotator_tokens(root) >= 1, "rotator's token was not found"
             revoked = time.monotonic()
             # At once: the next check (1 s) finds the token refused, well before any token job
             # (the next refresh is ~7 s away) would stumble on it.
             wait_for(
-                _alive(
+                alive(
                     process,
                     lambda: (
                         "Vault refuses rotator's token; logging in again" in log.read_text()
@@ -642,12 +606,12 @@ def test_a_revoked_vault_token_is_replaced_by_a_new_login_at_once(
                     )
                 time.sleep(0.25)
             wait_for(
-                _alive(process, lambda: _all_fresh(audit, TOKENS)),
+                alive(process, lambda: _all_fresh(audit, TOKENS)),
                 10,
                 "fresh tokens stored with the new login",
             )
         finally:
-            code = _stop(process)
+            code = stop_process(process)
             root.adapter.close()
 
     assert code == 0

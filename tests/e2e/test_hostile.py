@@ -18,9 +18,10 @@ from typing import Any, Self
 import hvac.exceptions
 
 from rotator.sources import LEANIX_TOKEN_PATH
-from tests.e2e.conftest import Rig, wait_for
-from tests.e2e.test_faults import Audit, _alive, _configure, _daemon, _events, _left
+from tests.e2e.conftest import Rig
+from tests.e2e.test_faults import Audit, _configure, _events, _left
 from tests.sinks import RecordingServer
+from tests.waiting import alive, wait_for
 
 GOOD = "good/token"
 NOT_JWT = "idp/not-a-jwt"
@@ -183,12 +184,12 @@ def test_hostile_sources_send_nothing_anywhere_leak_nothing_and_spare_the_good_t
         audit = Audit(rig.space.root, rig.space.output_prefix, rig.idp)
         log = tmp_path / "run.log"
 
-        with _daemon(rig, log) as process:
-            wait_for(_alive(process, lambda: audit.current(GOOD)), 20, "the good token's output")
+        with rig.running(log) as process:
+            wait_for(alive(process, lambda: audit.current(GOOD)), 20, "the good token's output")
             first = audit.current(GOOD)
             assert first is not None
             wait_for(
-                _alive(process, lambda: _events(webhook, "exchange_failed", NOT_JWT, "firing")),
+                alive(process, lambda: _events(webhook, "exchange_failed", NOT_JWT, "firing")),
                 20,
                 "exchange_failed for the IdP answering a non-JWT",
             )
@@ -198,7 +199,7 @@ def test_hostile_sources_send_nothing_anywhere_leak_nothing_and_spare_the_good_t
             assert "not a JWT" in summary and "3 attempts in a row" in summary, summary
             # Every bad source alerts (critical), once, by name.
             wait_for(
-                _alive(
+                alive(
                     process,
                     lambda: all(_events(webhook, "exchange_failed", n, "firing") for n in hostile),
                 ),
@@ -212,7 +213,7 @@ def test_hostile_sources_send_nothing_anywhere_leak_nothing_and_spare_the_good_t
                 assert _left(token) > 0, "a consumer read an expired good token"
                 return token is not None and token.access_token != first.access_token
 
-            wait_for(_alive(process, refreshed), 20, "the good token's refresh")
+            wait_for(alive(process, refreshed), 20, "the good token's refresh")
             status = rig.rotator("status", "--json")
 
         assert local.connections == 0, "a token URL on 127.0.0.1 was contacted"

@@ -27,8 +27,8 @@ from tests.e2e.conftest import (
     _toml,
     approle_dev_vault,
     bootstrap_env,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 SOURCES, OUTPUTS = "leanix/api-tokens", "leanix/access-tokens"  # the policy's defaults
 

@@ -4,13 +4,13 @@ and never deadlocks on a job that reschedules itself as it finishes."""
 from __future__ import annotations
 
 import threading
-import time
 
 from rotator.daemon import Daemon
 from rotator.dev.standin import LeanIXStandIn
 from rotator.exchange import TokenExchanger
 from rotator.rotation import Rotator
 from tests.conftest import VaultSpace
+from tests.waiting import wait_for
 
 
 def test_stop_waits_for_an_exchange_in_flight_and_returns(
@@ -27,10 +27,8 @@ def test_stop_waits_for_an_exchange_in_flight_and_returns(
     )
     daemon = Daemon(rotator)
     daemon.start()
-    deadline = time.monotonic() + 10
-    while standin.requests_total == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert standin.requests_total == 1, "the exchange never started"
+    wait_for(lambda: standin.requests_total, 10, "the exchange to start")
+    assert standin.requests_total == 1
 
     stopper = threading.Thread(target=daemon.stop)
     stopper.start()

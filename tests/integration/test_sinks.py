@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,22 +25,11 @@ from rotator.metrics import MetricsServer, RotatorMetrics
 from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, WebhookSink
 from rotator.redact import SECRETS, RedactingFilter
 from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
+from tests.waiting import wait_for
 
 HOST = "test-host"
 STARTED = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 ENDED = datetime(2026, 5, 1, 12, 30, 0, tzinfo=UTC)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 def firing(
@@ -215,7 +204,7 @@ def test_a_dropped_alert_does_not_stop_the_sinks_worker(
     notifier = Notifier([sink], sleep=lambda seconds: None, on_result=results)
     try:
         notifier.publish([firing(token="dropped")])
-        wait_for(results.seen, what="the first delivery to be given up")
+        wait_for(results.seen, 10, "the first delivery to be given up")
         webhook.status = 200
 
         notifier.publish([firing(token="delivered")])
@@ -252,8 +241,8 @@ def test_a_hanging_sink_does_not_delay_delivery_to_another_sink(
         # before the sink has read the answer, so wait for the sink's own result.)
         wait_for(
             lambda: results.seen() == [(fine.name, True)],
-            timeout=2.0,
-            what="the second sink's delivery, reported",
+            2.0,
+            "the second sink's delivery, reported",
         )
         assert time.monotonic() - started < 2.0
         assert webhook.received
@@ -262,7 +251,7 @@ def test_a_hanging_sink_does_not_delay_delivery_to_another_sink(
         silent_listener.close()  # resets the hanging connection; the retries are refused
         notifier.close(timeout=10)
 
-    wait_for(lambda: (stuck.name, False) in results.seen(), what="the stuck sink to give up")
+    wait_for(lambda: (stuck.name, False) in results.seen(), 10, "the stuck sink to give up")
 
 
 def test_a_webhook_urls_secret_path_never_appears_in_logs(
@@ -330,7 +319,7 @@ def test_a_firing_alert_is_active_in_alertmanager_with_specs_labels(
 
     sink.send(event)
 
-    (alert,) = wait_for(lambda: alerts_for(alertmanager, token), what="the alert")
+    (alert,) = wait_for(lambda: alerts_for(alertmanager, token), 10, "the alert")
     assert alert["labels"] == {
         "alertname": "api_token_rejected",
         "token": token,
@@ -348,7 +337,7 @@ def test_a_firing_alert_in_alertmanager_lasts_beyond_the_next_re_send(
 
     sink.send(firing(token=token, started_at=datetime.now(UTC)))
 
-    (alert,) = wait_for(lambda: alerts_for(alertmanager, token), what="the alert")
+    (alert,) = wait_for(lambda: alerts_for(alertmanager, token), 10, "the alert")
     ends_at = datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00"))
     assert ends_at > datetime.now(UTC) + timedelta(minutes=2)
 
@@ -364,7 +353,7 @@ def test_a_global_alert_reaches_alertmanager_without_a_token_label(
     def mine() -> list[dict[str, Any]]:
         return [a for a in alertmanager.alerts() if marker in a["annotations"].get("summary", "")]
 
-    (alert,) = wait_for(mine, what="the global alert")
+    (alert,) = wait_for(mine, 10, "the global alert")
     assert "token" not in alert["labels"]
     assert alert["labels"]["alertname"] == "vault_unavailable"
 
@@ -376,11 +365,11 @@ def test_a_resolved_alert_leaves_alertmanagers_active_alerts(
     sink = AlertmanagerSink(alertmanager.url, HOST, session, timedelta(minutes=1))
     event = firing(token=token, started_at=datetime.now(UTC) - timedelta(minutes=1))
     sink.send(event)
-    wait_for(lambda: alerts_for(alertmanager, token), what="the alert to fire")
+    wait_for(lambda: alerts_for(alertmanager, token), 10, "the alert to fire")
 
     sink.send(resolved(event, ended_at=datetime.now(UTC)))
 
-    wait_for(lambda: not alerts_for(alertmanager, token), what="the alert to resolve")
+    wait_for(lambda: not alerts_for(alertmanager, token), 10, "the alert to resolve")
 
 
 def test_the_alertmanager_sink_delivers_through_the_notifier(
@@ -452,7 +441,7 @@ def sentry_sink(envelope_sink: EnvelopeSink) -> Iterator[EnvelopeSink]:
 
 def sentry_events(sink: EnvelopeSink, count: int) -> list[dict[str, Any]]:
     sentry.flush()
-    return wait_for(lambda: len(sink.events()) >= count and sink.events(), what="sentry events")
+    return wait_for(lambda: len(sink.events()) >= count and sink.events(), 10, "sentry events")
 
 
 @pytest.mark.parametrize(
@@ -505,7 +494,9 @@ def test_a_cycle_reports_in_progress_then_ok_to_sentry_crons(sentry_sink: Envelo
     crons.finish(check_in_id, ok=True, duration=1.5)
     sentry.flush()
 
-    check_ins = wait_for(lambda: len(sentry_sink.check_ins()) >= 2 and sentry_sink.check_ins())
+    check_ins = wait_for(
+        lambda: len(sentry_sink.check_ins()) >= 2 and sentry_sink.check_ins(), 10, "two check-ins"
+    )
     assert [c["status"] for c in check_ins] == ["in_progress", "ok"]
     assert check_in_id is not None
     assert {c["check_in_id"] for c in check_ins} == {check_in_id}
@@ -525,7 +516,9 @@ def test_a_failed_cycle_reports_error_to_sentry_crons(sentry_sink: EnvelopeSink)
     crons.finish(check_in_id, ok=False, duration=0.5)
     sentry.flush()
 
-    check_ins = wait_for(lambda: len(sentry_sink.check_ins()) >= 2 and sentry_sink.check_ins())
+    check_ins = wait_for(
+        lambda: len(sentry_sink.check_ins()) >= 2 and sentry_sink.check_ins(), 10, "two check-ins"
+    )
     assert [c["status"] for c in check_ins] == ["in_progress", "error"]
     assert check_ins[1]["check_in_id"] == check_in_id
     assert check_ins[1]["monitor_config"]["schedule"] == {
@@ -539,7 +532,7 @@ def test_a_sub_minute_interval_is_scheduled_as_one_minute(sentry_sink: EnvelopeS
     sentry.CronMonitor(interval_seconds=20, max_runtime_seconds=20).start()
     sentry.flush()
 
-    (check_in,) = wait_for(sentry_sink.check_ins)
+    (check_in,) = wait_for(sentry_sink.check_ins, 10, "a check-in")
     assert check_in["monitor_config"]["schedule"]["value"] == 1
 
 

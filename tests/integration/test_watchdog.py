@@ -13,9 +13,12 @@ import pytest
 
 from rotator.daemon import Daemon
 from rotator.exchange import TokenExchanger
+from rotator.records import OutputMetadata
 from rotator.rotation import Rotator
 from rotator.systemd import SystemdNotifier
+from rotator.vault import VaultStore
 from tests.conftest import VaultSpace
+from tests.waiting import wait_for
 
 
 class Pings:
@@ -55,13 +58,28 @@ def pings(tmp_path: Path) -> Iterator[Pings]:
     receiver.close()
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+class CountingNotifier(SystemdNotifier):
+    """The real notifier, counting the watchdog pings it sent."""
+
+    sent = 0
+
+    def watchdog(self) -> None:
+        super().watchdog()
+        self.sent += 1
+
+
+class GatedStore(VaultStore):
+    """A real store whose check listing waits at a gate: a check that hangs, as on a Vault that
+    stopped answering mid-request. `waiting` is set while a check is held there."""
+
+    gate: threading.Event
+    waiting: threading.Event
+
+    def list_output_metadata(self, page_size: int = 1000) -> dict[str, OutputMetadata] | None:
+        if not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait(30)
+        return super().list_output_metadata(page_size)
 
 
 def test_a_wedged_scheduler_stops_the_watchdog_pings(
@@ -69,39 +87,59 @@ def test_a_wedged_scheduler_stops_the_watchdog_pings(
 ) -> None:
     config = vault_space.config(schedule={"check_interval_seconds": 1})
     rotator = Rotator(config, vault_space.store(), TokenExchanger(("127.0.0.1",), (), 1.0))
-    systemd = SystemdNotifier(
+    systemd = CountingNotifier(
         {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
     )
     daemon = Daemon(rotator, systemd=systemd)
     daemon.start()
     try:
-        _wait(lambda: pings.since(0) >= 3, 5, "pings from a healthy scheduler")
-        _wait(daemon.is_healthy, 5, "a first check")
+        wait_for(lambda: pings.since(0) >= 3, 5, "pings from a healthy scheduler")
+        wait_for(daemon.is_healthy, 5, "a first check")
 
-        # Wedge the scheduler the way a deadlock would: hold the lock its loop needs.
+        # Wedge the scheduler the way a deadlock would: hold the lock its loop needs. A ping
+        # job submitted just before still runs; wait until the executor has none left.
+        executor = daemon._scheduler._lookup_executor("default")
         with daemon._scheduler._jobstores_lock:
-            time.sleep(0.3)  # let pings already submitted land
-            wedged_at = time.monotonic()
-            time.sleep(1.0)  # five watchdog periods
-            assert pings.since(wedged_at) == 0
+            wait_for(lambda: "watchdog" not in executor._instances, 5, "no ping job in flight")
+            sent = systemd.sent
+            time.sleep(1.0)  # the observation: five watchdog periods without a ping
+            assert systemd.sent == sent
 
         recovered_at = time.monotonic()
-        _wait(lambda: pings.since(recovered_at) >= 2, 5, "pings after recovery")
+        wait_for(lambda: pings.since(recovered_at) >= 2, 5, "pings after recovery")
     finally:
         daemon.stop()
         rotator.exchanger.close()
 
 
-def test_healthz_turns_unhealthy_when_checks_stop(vault_space: VaultSpace) -> None:
+def test_healthz_turns_unhealthy_when_checks_stop_and_healthy_when_they_resume(
+    vault_space: VaultSpace,
+) -> None:
     config = vault_space.config(schedule={"check_interval_seconds": 1})
-    rotator = Rotator(config, vault_space.store(), TokenExchanger(("127.0.0.1",), (), 1.0))
-    daemon = Daemon(rotator)
+    plain = vault_space.store()
+    store = GatedStore(
+        plain._client, plain.mount, plain.source_prefix, plain.output_prefix, plain.auth
+    )
+    store.gate, store.waiting = threading.Event(), threading.Event()
+    store.gate.set()
+    clock = [1000.0]  # the daemon's monotonic clock, moved by hand
+    rotator = Rotator(config, store, TokenExchanger(("127.0.0.1",), (), 1.0))
+    daemon = Daemon(rotator, monotonic=lambda: clock[0])
     assert not daemon.is_healthy()  # not started
     daemon.start()
     try:
-        _wait(daemon.is_healthy, 5, "a first check")
+        wait_for(daemon.is_healthy, 5, "a first check")
+
+        store.gate.clear()
+        wait_for(store.waiting.is_set, 5, "a check hanging at the gate")
+        clock[0] += 3 * 1 + 30  # three check intervals plus the grace, and no check finished
+        assert daemon.running and not daemon.is_healthy()
+
+        store.gate.set()
+        wait_for(daemon.is_healthy, 5, "a check finishing again")
     finally:
+        store.gate.set()
         daemon.stop()
         rotator.exchanger.close()
 
-    assert not daemon.is_healthy()
+    assert not daemon.is_healthy()  # stopped
