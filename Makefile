@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e bench clean
+.PHONY: demo test tools lint unit integration e2e bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,17 +20,23 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check rotator tests
 	$(BIN)/mypy
 
+# The Debian tools the tests run as real servers (Alertmanager, promtool, systemd-analyze):
+# installed when missing as root or with passwordless sudo, else the command to run is printed.
+tools:
+	tests/ensure-tools.sh
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-integration: $(STAMP)
+integration: tools $(STAMP)
 	$(BIN)/pytest tests/integration -q
 
-e2e: $(STAMP)
+e2e: tools $(STAMP)
 	$(BIN)/pytest tests/e2e -q
 
-# Everything CI checks: lint, types, then every test layer.
-test: lint
+# Everything CI checks: the tools first (a missing one stops the run in seconds), then lint and
+# types, then every test layer. Prerequisites run in the order written.
+test: tools lint
 	$(BIN)/pytest -q
 
 # Fleet-scale timings, memory and Vault traffic (bench/README.md); not part of `make test`.
