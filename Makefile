@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/rotator demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check rotator tests
-	$(BIN)/ruff format --check rotator tests
+	$(BIN)/ruff check rotator tests deploy
+	$(BIN)/ruff format --check rotator tests deploy
 	$(BIN)/mypy
 
 # The Debian tools the tests run as real servers (Alertmanager, promtool, systemd-analyze):
