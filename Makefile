@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test tools lint unit integration e2e bench clean
 
@@ -39,9 +40,15 @@ e2e: tools $(STAMP)
 test: tools lint
 	$(BIN)/pytest -q
 
+# The `bench` extra (matplotlib, for the chart) on top of the test install; redone with it.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
 # Fleet-scale timings, memory and Vault traffic (bench/README.md); not part of `make test`.
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# BENCH_ARGS passes options on, e.g. make bench BENCH_ARGS='--quick --tokens 40 --fleet 100'.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
