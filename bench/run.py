@@ -12,9 +12,11 @@ Against a real OpenBao dev server and the LeanIX stand-in with injected per-requ
 7. two `rotator run` instances sharing 2,000 tokens: the split, issuances, total time.
 
 Prints a table, writes bench/results/bench.json (git-ignored; logs and configs beside it), a
-copy at bench/last-run.json and the chart at bench/chart.png. Targets are reported, not asserted.
+copy at bench/last-run.json and the chart at bench/chart.png (matplotlib, bench/chart.py).
+Targets are reported, not asserted.
 
     .venv/bin/python bench/run.py [--tokens N] [--workers W] [--latency-ms L] [--quick]
+    .venv/bin/python bench/run.py --chart-from bench/last-run.json   # redraw bench/chart.png only
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import chart
 import hvac
 import hvac.exceptions
-from pngchart import Series, line_chart
 from vaultproxy import CountingProxy
 
 from rotator.dev.devvault import DevVault, free_port
@@ -97,7 +99,8 @@ class Options:
         return math.ceil(n / self.workers) * self.latency
 
 
-def parse_options(argv: list[str] | None = None) -> Options:
+def parse_options(argv: list[str] | None = None) -> tuple[Options, Path | None]:
+    """The run's options, and the saved run to redraw the chart from instead (--chart-from)."""
     parser = argparse.ArgumentParser(
         prog="bench/run.py", description="Fleet-scale rotation, measured side by side."
     )
@@ -118,6 +121,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="token counts for `rotator run`, comma-separated; the smallest is also the "
         "scale-out case (default 2000,10000; --quick keeps the smallest)",
     )
+    parser.add_argument(
+        "--chart-from",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: redraw bench/chart.png from a saved run (e.g. bench/last-run.json)",
+    )
     args = parser.parse_args(argv)
     try:
         fleet = tuple(sorted({int(size) for size in args.fleet.split(",") if size.strip()}))
@@ -129,7 +138,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         fleet = fleet[:1]
     if args.tokens < 1 or args.workers < 1 or args.latency_ms < 0:
         parser.error("--tokens and --workers must be >= 1, --latency-ms >= 0")
-    return Options(
+    options = Options(
         tokens=args.tokens,
         workers=args.workers,
         latency_ms=args.latency_ms,
@@ -138,6 +147,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         fleet=fleet,
         scale_out_tokens=fleet[0],
     )
+    return options, args.chart_from
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -1042,29 +1052,34 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 def draw_chart(options: Options, summary: dict[int, dict[str, Any]], path: Path) -> None:
-    def points(key: str) -> list[tuple[float, float]]:
-        return [(float(n), s[key]) for n, s in sorted(summary.items()) if s[key] is not None]
+    chart.draw(path, dict(summary), options.workers, options.latency_ms)
 
-    line_chart(
-        path,
-        f"ROTATE --ALL: SECONDS VS TOKENS "
-        f"(W={options.workers}, IDP LATENCY {options.latency_ms:g} MS)",
-        "TOKENS (N)",
-        "SECONDS",
-        [
-            Series("rotator command (wall)", (31, 119, 180), points("rotator_command_seconds")),
-            Series("rotator run_cycle in-process", (44, 160, 44), points("rotator_cycle_seconds")),
-            Series("naive, sequential (wall)", (214, 39, 40), points("naive_seconds")),
-            Series("limit ceil(N/W) x latency", (90, 90, 90), points("limit_seconds"), dashed=True),
-        ],
-    )
+
+def redraw_chart(saved: Path, path: Path) -> int:
+    """The chart of a saved run (bench.json or last-run.json), drawn again to `path`."""
+    try:
+        result = json.loads(saved.read_text())
+        summary, options = result["summary"], result["options"]
+        chart.draw(path, summary, int(options["workers"]), float(options["latency_ms"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"bench: cannot draw the chart from {saved}: {error!r}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} from {saved} (run of {result.get('started_at', '?')})")
+    return 0
 
 
 # --- main -------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(argv)
+    options, chart_from = parse_options(argv)
+    if chart_from is not None:
+        return redraw_chart(chart_from, BENCH / "chart.png")
+    return measure(options)
+
+
+def measure(options: Options) -> int:
+    """The whole bench: every figure, the table, the JSON files and the chart."""
     if not ROTATOR.exists():
         print(
             f"bench: {ROTATOR} is missing; run `make bench` (it installs the venv)", file=sys.stderr

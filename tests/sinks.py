@@ -137,7 +137,7 @@ class Alertmanager:
         binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
         if binary is None:
             raise RuntimeError(
-                "Alertmanager is missing: apt-get install prometheus-alertmanager (.ci/run does)"
+                "Alertmanager is missing: `make tools` installs it (prometheus-alertmanager)"
             )
         self._binary = binary
         self.port = free_port()

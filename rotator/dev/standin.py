@@ -5,10 +5,18 @@ Used by `rotator demo`, by the test suite and for trials; never in production. I
 `client_id:api_token`, `grant_type=client_credentials` in the form body (or, as LeanIX also
 accepts, the query string), and a JSON answer carrying a JWT whose claims look like LeanIX's.
 
+One consumer-facing API sits behind those access tokens, so a consumer's token can be shown to
+work: `POST /services/pathfinder/v1/graphql` with `Authorization: Bearer <access token>` and a
+JSON body holding a `query` answers 200 and one fixed small document for any query. A bearer token
+opens it only if this stand-in signed it (RS256, its own key, its own issuance), it has not
+expired, and the API token it was issued for is still registered and not revoked; anything else
+is 401. Every API behind an access token uses that one check (`_bearer_claims`).
+
 Contracts:
 - It listens on 127.0.0.1 only; `stop()` closes every connection, including idle keep-alive ones,
   so a client cannot keep talking to a stopped stand-in through its connection pool.
-- Faults (`set_fault`) are thread-safe and are taken at the start of a request to the token path.
+- Faults (`set_fault`) are thread-safe and are taken at the start of a request to the token path;
+  they never touch the API. `latency_seconds` delays every request, the API's too.
   Transport faults ("status", "garbage", "close", "redirect", "huge", "deep", "hang") apply to
   any request, authenticated or not; body faults ("no_access_token", "expired", "not_jwt",
   "expires_in") alter an answer that would have succeeded, so they need a valid token.
@@ -33,12 +41,14 @@ import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qs
 
 try:
+    from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 except ImportError:  # pragma: no cover - exercised only where the extra is not installed
@@ -52,6 +62,8 @@ from rotator.sources import LEANIX_TOKEN_PATH
 logger = logging.getLogger(__name__)
 
 TOKEN_PATH = LEANIX_TOKEN_PATH
+GRAPHQL_PATH = "/services/pathfinder/v1/graphql"
+GRAPHQL_ANSWER: dict[str, Any] = {"data": {"allFactSheets": {"totalCount": 0}}}
 MAX_REQUEST_BYTES = 64 * 1024
 CONNECTION_TIMEOUT = 30.0  # an idle or stalled client cannot pin a handler thread for longer
 STOP_GRACE_SECONDS = 5.0
@@ -145,6 +157,7 @@ class LeanIXStandIn:
         self._requests_total = 0
         self._requests_by_token: dict[str, int] = {}
         self._issued: list[Issued] = []
+        self._issued_for: dict[str, str] = {}  # jti -> api token, for the bearer check
         self._in_flight = 0
         self._max_in_flight = 0
         self._last_request: RequestRecord | None = None
@@ -206,6 +219,11 @@ class LeanIXStandIn:
     @property
     def token_url(self) -> str:
         return self._base_url + TOKEN_PATH
+
+    @property
+    def graphql_url(self) -> str:
+        """The consumer API an access token opens (Bearer), as LeanIX's Pathfinder GraphQL."""
+        return self._base_url + GRAPHQL_PATH
 
     def public_key_pem(self) -> bytes:
         """The key that verifies every JWT this stand-in signs (SubjectPublicKeyInfo PEM)."""
@@ -411,7 +429,46 @@ class LeanIXStandIn:
         token = self._sign({"alg": "RS256", "typ": "JWT"}, claims)
         with self._lock:
             self._issued.append(Issued(fingerprint(api_token), jti, now, exp))
+            self._issued_for[jti] = api_token
         return token, lifetime
+
+    def _bearer_claims(self, headers: Message) -> dict[str, Any] | None:
+        """The claims of the request's `Authorization: Bearer <JWT>`, or None unless this
+        stand-in issued that JWT: RS256 with its own key, a `jti` it handed out, `exp` still
+        ahead, and the API token it was issued for still registered and not revoked."""
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        claims = self._signed_claims(token.strip()) if scheme.lower() == "bearer" else None
+        if claims is None:
+            return None
+        exp = claims.get("exp")
+        if not isinstance(exp, int) or isinstance(exp, bool):
+            return None
+        if exp <= datetime.now(UTC).timestamp():
+            return None
+        with self._lock:
+            api_token = self._issued_for.get(str(claims.get("jti")))
+            registration = self._tokens.get(api_token) if api_token is not None else None
+            if registration is None or registration.revoked:
+                return None
+        return claims
+
+    def _signed_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a compact JWT signed RS256 with this stand-in's key, else None."""
+        try:
+            encoded_header, encoded_claims, encoded_signature = token.split(".")
+            header = json.loads(_unb64(encoded_header))
+            claims = json.loads(_unb64(encoded_claims))
+            self._key.public_key().verify(
+                _unb64(encoded_signature),
+                f"{encoded_header}.{encoded_claims}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except (ValueError, binascii.Error, InvalidSignature):  # JSON and Unicode errors too
+            return None
+        if not isinstance(header, dict) or header.get("alg") != "RS256":
+            return None
+        return claims if isinstance(claims, dict) else None
 
     def _sign(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
         signing_input = f"{_b64(_compact(header))}.{_b64(_compact(claims))}"
@@ -522,10 +579,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not standin._pause(standin.latency_seconds):
                 self.close_connection = True
                 return
-            if path != TOKEN_PATH:
+            if path not in (TOKEN_PATH, GRAPHQL_PATH):
                 self._send(404, {"error": "not_found"})
             elif self.command != "POST":
                 self._send(405, {"error": "method_not_allowed"}, {"Allow": "POST"})
+            elif path == GRAPHQL_PATH:
+                self._graphql(standin, body)
             else:
                 self._token(standin, form, query_args, client_id, api_token)
         except (BrokenPipeError, ConnectionResetError):
@@ -576,6 +635,25 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "expires_in" and fault is not None:
             answer["expires_in"] = fault.params["value"]
         self._send(200, answer)
+
+    def _graphql(self, standin: LeanIXStandIn, body: bytes) -> None:
+        """The consumer API: 401 without a bearer token this stand-in issued and still honours,
+        400 without a JSON `query`, else 200 and the same small document for any query."""
+        if standin._bearer_claims(self.headers) is None:
+            self._send(
+                401,
+                {"errors": [{"message": "Unauthorized"}]},
+                {"WWW-Authenticate": 'Bearer realm="LeanIX"'},
+            )
+            return
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+            self._send(400, {"errors": [{"message": "a JSON body with a 'query' is required"}]})
+            return
+        self._send(200, GRAPHQL_ANSWER)
 
     def _transport_fault(self, standin: LeanIXStandIn, fault: _Fault) -> None:
         """Answer (or not) as `fault` says; for "hang", only wait and let the caller go on."""
@@ -665,6 +743,13 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def _unb64(text: str) -> bytes:
+    """Strict base64url without padding; binascii.Error on anything else."""
+    if "=" in text:
+        raise binascii.Error("padded")
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m rotator.dev.standin`: serve until Ctrl-C, for trying rotator by hand."""
     parser = argparse.ArgumentParser(
@@ -697,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, api_token in tokens:
             standin.add_token(api_token, workspace_name=name)
         print(f"LeanIX stand-in: {standin.token_url}", flush=True)
+        print(f"  its API (Bearer access token): {standin.graphql_url}", flush=True)
         if generated:
             # A throwaway token of a local fake, printed so a trial can use it at once.
             print(f"stand-in API token for workspace 'demo': {tokens[0][1]}", flush=True)

@@ -12,7 +12,7 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 def _promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        raise AssertionError("promtool is missing: apt-get install prometheus (.ci/run does)")
+        raise AssertionError("promtool is missing: `make tools` installs it (Debian: prometheus)")
     return found
 
 

@@ -16,7 +16,7 @@ MAX_EXPOSURE = 1.5
 def _analyze() -> str:
     found = shutil.which("systemd-analyze")
     if found is None:
-        raise AssertionError("systemd-analyze is missing: apt-get install systemd (.ci/run does)")
+        raise AssertionError("systemd-analyze is missing: `make tools` installs it (systemd)")
     return found
 
 

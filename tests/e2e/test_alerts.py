@@ -378,7 +378,7 @@ def test_metrics_and_healthz_serve_every_spec_series_in_a_format_promtool_accept
     envelope_sink: EnvelopeSink,
 ) -> None:
     if not PROMTOOL.exists():
-        raise AssertionError(f"{PROMTOOL} is missing: apt-get install prometheus (.ci/run does)")
+        raise AssertionError(f"{PROMTOOL} is missing: `make tools` installs it (prometheus)")
     rig.idp.lifetime_seconds = 10
     name = f"{_tag()}/metered"
     rig.add_token(name)
