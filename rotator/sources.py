@@ -22,6 +22,9 @@ MAX_FIELD_LENGTH = 8192
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: what Basic auth carries
+# A technical user's id goes into an MTM URL path: LeanIX's ids are UUIDs.
+_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_OAUTH_TOKEN_SUFFIX = "/oauth2/token"  # noqa: S105 - a path, not a secret
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,22 @@ class Source:
     client_id: str = "apitoken"
     scope: str | None = None
     api_token_expires_at: datetime | None = None
+    technical_user_id: str | None = None  # the MTM technical user owning api_token
+    admin_source: str | None = None  # whose access token authorises MTM calls (None: this one)
+    api_token_next: str | None = field(default=None, repr=False)  # staged by an admin
+
+    @property
+    def mtm_base(self) -> str | None:
+        """The MTM API base (`https://{host}/services/mtm/v1`), or None when the token URL has
+        another shape than LeanIX's: then there is no MTM to manage the API token through."""
+        if urlsplit(self.token_url).path != LEANIX_TOKEN_PATH:
+            return None
+        return self.token_url[: -len(_OAUTH_TOKEN_SUFFIX)]
+
+    @property
+    def admin(self) -> str:
+        """The source whose access token authorises this token's MTM calls."""
+        return self.admin_source or self.name
 
     @property
     def issues_jwts(self) -> bool:
@@ -102,6 +121,18 @@ def parse_source(
         if expires_at.tzinfo is None:
             raise SourceError(name, "field 'api_token_expires_at' has no time zone")
 
+    user_id = text("technical_user_id") or None
+    if user_id is not None and not _USER_ID.match(user_id):
+        raise SourceError(name, "field 'technical_user_id' is not a technical user's id")
+    admin_source = text("admin_source") or None
+    if admin_source is not None and not is_valid_name(admin_source):
+        raise SourceError(name, "field 'admin_source' is not a source name")
+    api_token_next = text("api_token_next") or None
+    if api_token_next is not None and not _TOKEN_CHARS.match(api_token_next):
+        raise SourceError(
+            name, "field 'api_token_next' holds characters other than printable ASCII"
+        )
+
     return Source(
         name=name,
         token_url=url,
@@ -110,6 +141,20 @@ def parse_source(
         client_id=client_id,
         scope=text("scope") or None,
         api_token_expires_at=expires_at,
+        technical_user_id=user_id,
+        admin_source=admin_source,
+        api_token_next=api_token_next,
+    )
+
+
+def is_valid_name(name: str) -> bool:
+    """A token name as discovery produces it: `/`-separated segments below the source prefix,
+    none of them empty, `.` or `..`, no control characters."""
+    segments = name.split("/")
+    return (
+        bool(name)
+        and name.isprintable()
+        and all(segment not in ("", ".", "..") for segment in segments)
     )
 
 

@@ -434,3 +434,71 @@ def test_parse_source_raises_only_source_error_and_returns_only_sendable_sources
     check_destination(source.token_url, allowed, insecure)
     assert source.api_token
     assert "api_token=" not in repr(source)
+
+
+# --- the API-token lifecycle fields ---
+
+USER_ID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+NEXT_TOKEN = "LXT-nExTtOkEn-9876543210fedcbaZYX"
+
+
+def test_lifecycle_fields_are_kept_and_next_is_hidden_like_the_token() -> None:
+    source = parse(
+        {
+            "api_token": API_TOKEN,
+            "host": "acme.leanix.net",
+            "technical_user_id": USER_ID,
+            "admin_source": "acme/admin",
+            "api_token_next": f" {NEXT_TOKEN} ",
+        }
+    )
+
+    assert (source.technical_user_id, source.admin_source, source.admin) == (
+        USER_ID,
+        "acme/admin",
+        "acme/admin",
+    )
+    assert source.api_token_next == NEXT_TOKEN
+    assert NEXT_TOKEN not in repr(source)
+
+
+def test_a_source_is_its_own_admin_by_default() -> None:
+    assert parse({"api_token": API_TOKEN, "host": "acme.leanix.net"}).admin == "acme"
+
+
+def test_the_mtm_base_is_the_token_url_without_oauth2_token() -> None:
+    leanix = parse({"api_token": API_TOKEN, "host": "acme.leanix.net"})
+    standin = parse(
+        {"api_token": API_TOKEN, "token_url": f"http://127.0.0.1:8700{LEANIX_TOKEN_PATH}"},
+        allowed=("127.0.0.1",),
+        insecure=("127.0.0.1",),
+    )
+    other = parse(
+        {"api_token": API_TOKEN, "token_url": "https://idp.example.com/oauth/token"},
+        allowed=("idp.example.com",),
+    )
+
+    assert leanix.mtm_base == "https://acme.leanix.net/services/mtm/v1"
+    assert standin.mtm_base == "http://127.0.0.1:8700/services/mtm/v1"
+    assert other.mtm_base is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("technical_user_id", "../../admin", "'technical_user_id' is not a technical user's id"),
+        ("technical_user_id", "a b", "'technical_user_id' is not a technical user's id"),
+        ("technical_user_id", "x" * 200, "'technical_user_id' is not a technical user's id"),
+        ("admin_source", "acme/../other", "'admin_source' is not a source name"),
+        ("admin_source", "/acme", "'admin_source' is not a source name"),
+        ("api_token_next", "with space", "'api_token_next' holds characters other than"),
+        ("api_token_next", 42, "'api_token_next' must be a string"),
+    ],
+)
+def test_a_bad_lifecycle_field_is_named_without_echoing_it(
+    field: str, value: Any, message: str
+) -> None:
+    error = refused({"api_token": API_TOKEN, "host": "acme.leanix.net", field: value})
+
+    assert message in str(error)
+    assert str(value) not in str(error) or isinstance(value, int)
