@@ -76,12 +76,23 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ApiTokensConfig:
+    """The long-lived API tokens of sources with a technical_user_id (SPEC, "API-token
+    lifecycle"). A replacement interval of 0 days turns that trigger off."""
+
+    replace_every_days: float = 0.0
+    replace_before_expiry_days: float = 14.0
+    lookup_interval_seconds: float = 86400.0
+
+
+@dataclass(frozen=True)
 class Config:
     vault: VaultConfig
     exchange: ExchangeConfig = ExchangeConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     alerts: AlertsConfig = AlertsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    api_tokens: ApiTokensConfig = ApiTokensConfig()
     path: Path | None = None
 
 
@@ -240,6 +251,11 @@ _SCHEMA: dict[str, dict[str, Checker]] = {
         "repeat_interval_seconds": _number(1, 7 * 86400),
     },
     "metrics": {"listen": _listen},
+    "api_tokens": {
+        "replace_every_days": _number(0, 3650),
+        "replace_before_expiry_days": _number(0, 3650),
+        "lookup_interval_seconds": _number(1, 30 * 86400),
+    },
 }
 
 
@@ -267,7 +283,7 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
     Raises `ConfigError` naming the first key that is unknown, of the wrong type or out of range.
     """
     for top in raw:
-        if top not in ("vault", "exchange", "schedule", "alerts", "metrics"):
+        if top not in ("vault", "exchange", "schedule", "alerts", "metrics", "api_tokens"):
             raise ConfigError(f"{top}: unknown section")
 
     vault = _section(raw, "vault", nested=("auth",))
@@ -276,6 +292,7 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
     schedule = _section(raw, "schedule")
     alerts = _section(raw, "alerts")
     metrics = _section(raw, "metrics")
+    api_tokens = _section(raw, "api_tokens")
 
     # The environment fills in only what the file leaves unset.
     env_defaults = {
@@ -298,6 +315,7 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
         schedule=ScheduleConfig(**schedule),
         alerts=AlertsConfig(**alerts),
         metrics=MetricsConfig(**metrics),
+        api_tokens=ApiTokensConfig(**api_tokens),
         path=path,
     )
     if config.vault.source_prefix == config.vault.output_prefix:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotator import config
-from rotator.config import Config
+from rotator.config import ApiTokensConfig, Config
 from rotator.errors import ConfigError
 
 SPEC_EXAMPLE = """\
@@ -154,7 +154,7 @@ def test_empty_listen_disables_metrics() -> None:
 
 
 @pytest.mark.parametrize(
-    "section", ["vault", "vault.auth", "exchange", "schedule", "alerts", "metrics"]
+    "section", ["vault", "vault.auth", "exchange", "schedule", "alerts", "metrics", "api_tokens"]
 )
 def test_unknown_key_in_any_section_names_section_and_key(section: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{section}\.colour: unknown key"):
@@ -615,3 +615,39 @@ def test_toml_values_include_dates_and_times() -> None:
     for value in (date(2026, 1, 1), time(12, 0), datetime(2026, 1, 1, tzinfo=UTC)):
         with pytest.raises(ConfigError, match=r"^exchange\.timeout_seconds: expected a number"):
             parse(minimal(exchange={"timeout_seconds": value}))
+
+
+# --- [api_tokens] ---
+
+
+def test_api_tokens_defaults_replace_14_days_before_expiry_and_look_up_daily() -> None:
+    loaded = parse(minimal())
+
+    assert loaded.api_tokens == ApiTokensConfig(0.0, 14.0, 86400.0)
+
+
+def test_api_tokens_are_read() -> None:
+    loaded = parse(
+        minimal(
+            api_tokens={
+                "replace_every_days": 90,
+                "replace_before_expiry_days": 0,
+                "lookup_interval_seconds": 3600,
+            }
+        )
+    )
+
+    assert loaded.api_tokens == ApiTokensConfig(90.0, 0.0, 3600.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("replace_every_days", -1),
+        ("replace_before_expiry_days", "14"),
+        ("lookup_interval_seconds", 0),
+    ],
+)
+def test_bad_api_tokens_values_name_the_key(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"^api_tokens\.{key}: "):
+        parse(minimal(api_tokens={key: value}))
