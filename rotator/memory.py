@@ -8,7 +8,13 @@ keeps only what must not be lost between two passes over a token and cannot be r
 - the *held token*: the last access token obtained, kept while it is valid, so that a token that
   could not be stored, or whose output was overwritten or deleted, is written back instead of
   exchanged anew;
-- one lock per token, so that two passes over the same token never overlap.
+- what the last exchanges said of each API token (`lifecycle.Proof`, per source version), which
+  the API-token lifecycle decides by;
+- a new API token obtained at MTM but not yet stored in Vault (`HeldApiToken`): never lost while
+  the process lives, written again until Vault takes it;
+- the source secret as last read, so that a pass that follows a rotation need not read it again;
+- one lock per token, so that two passes over the same token never overlap (reentrant: a
+  replacement holds it across the rotation that proves the new API token).
 
 A SIGHUP reload hands the same `TokenMemory` to the new `Rotator`: nothing is copied, so an
 exchange still running on the old one records into the memory the new one reads.
@@ -17,29 +23,48 @@ exchange still running on the old one records into the memory the new one reads.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from rotator import policy
+from rotator.lifecycle import UNPROVEN, Proof
 from rotator.outcome import Failure, FailureKind
+from rotator.records import SecretVersion
 from rotator.tokens import AccessToken
+
+# Which API token of a source a proof is about (`TokenMemory.prove`).
+API_TOKEN = "api_token"  # noqa: S105 - a field name, not a secret
+API_TOKEN_NEXT = "api_token_next"  # noqa: S105
 
 # Failures an outage of Vault or the IdP causes: over once it is, so `clear_transient` forgets them.
 TRANSIENT_KINDS = frozenset({FailureKind.TRANSIENT, FailureKind.VAULT_WRITE})
 
 
+@dataclass(frozen=True)
+class HeldApiToken:
+    """A new API token MTM handed out, until it is stored as a new version of the source."""
+
+    api_token: str = field(repr=False)
+    expires_at: datetime | None
+    from_version: int  # the source version it replaces
+
+
 class TokenMemory:
-    """Failure records, held tokens and per-token locks. Thread-safe."""
+    """Failure records, held tokens, API-token proofs and per-token locks. Thread-safe."""
 
     def __init__(self) -> None:
         self._failures: dict[str, Failure] = {}
         self._held: dict[str, AccessToken] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._held_api_tokens: dict[str, HeldApiToken] = {}
+        self._proofs: dict[tuple[str, str, int], Proof] = {}
+        self._sources: dict[str, SecretVersion] = {}
+        self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
 
-    def lock(self, name: str) -> threading.Lock:
+    def lock(self, name: str) -> threading.RLock:
         """The lock a pass over `name` holds."""
         with self._guard:
-            return self._locks.setdefault(name, threading.Lock())
+            return self._locks.setdefault(name, threading.RLock())
 
     # --- failures -----------------------------------------------------------------------------
 
@@ -99,10 +124,51 @@ class TokenMemory:
         with self._guard:
             self._held[name] = token
 
+    # --- API tokens ---------------------------------------------------------------------------
+
+    def prove(self, name: str, which: str, version: int, proof: Proof) -> None:
+        """Remember what an exchange of source `version`'s `which` (API_TOKEN or API_TOKEN_NEXT)
+        said."""
+        with self._guard:
+            self._proofs = {k: v for k, v in self._proofs.items() if k[:2] != (name, which)}
+            self._proofs[(name, which, version)] = proof
+
+    def proof(self, name: str, which: str, version: int) -> Proof:
+        """The last exchange of source `version`'s `which`; UNPROVEN when there was none."""
+        with self._guard:
+            return self._proofs.get((name, which, version), UNPROVEN)
+
+    def hold_api_token(self, name: str, held: HeldApiToken) -> None:
+        with self._guard:
+            self._held_api_tokens[name] = held
+
+    def held_api_token(self, name: str) -> HeldApiToken | None:
+        with self._guard:
+            return self._held_api_tokens.get(name)
+
+    def drop_api_token(self, name: str) -> None:
+        with self._guard:
+            self._held_api_tokens.pop(name, None)
+
+    # --- sources ------------------------------------------------------------------------------
+
+    def note_source(self, name: str, secret: SecretVersion) -> None:
+        """Remember the source secret as just read."""
+        with self._guard:
+            self._sources[name] = secret
+
+    def source(self, name: str) -> SecretVersion | None:
+        """The source secret as last read, if it was."""
+        with self._guard:
+            return self._sources.get(name)
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def forget(self, name: str) -> None:
-        """Drop everything about a token whose source is gone."""
+        """Drop everything about a token whose source is gone, except a new API token that
+        MTM handed out and that is not stored yet: that one is never dropped."""
         with self._guard:
             self._failures.pop(name, None)
             self._held.pop(name, None)
+            self._sources.pop(name, None)
+            self._proofs = {k: v for k, v in self._proofs.items() if k[0] != name}

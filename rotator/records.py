@@ -46,6 +46,7 @@ class SecretVersion:
     data: Mapping[str, Any] = field(repr=False)
     version: int
     custom_metadata: Mapping[str, str]
+    created: datetime | None = None  # when this version was written
 
     @property
     def written_by_rotator(self) -> bool:

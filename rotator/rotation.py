@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from rotator import policy, records
 from rotator.config import Config
 from rotator.errors import (
+    ApiTokenRejected,
     RateLimited,
     RotatorError,
     SourceError,
@@ -41,7 +42,8 @@ from rotator.errors import (
     VaultError,
 )
 from rotator.exchange import TokenExchanger
-from rotator.memory import TokenMemory
+from rotator.lifecycle import Proof, Verdict
+from rotator.memory import API_TOKEN, TokenMemory
 from rotator.outcome import Failure, FailureKind, Outcome, Reason, State
 from rotator.plan import (
     OutputView,
@@ -157,8 +159,10 @@ class Rotator:
         secret = self.store.read_source(name)
         if secret is None:
             return TokenFacts(name, now, None)
-        raw = secret.data.get("api_token")
-        SECRETS.register(raw, raw.strip() if isinstance(raw, str) else None)
+        self.memory.note_source(name, secret)
+        for key in ("api_token", "api_token_next"):
+            raw = secret.data.get(key)
+            SECRETS.register(raw, raw.strip() if isinstance(raw, str) else None)
         output = self._read_output(name)
         return TokenFacts(
             name,
@@ -193,6 +197,8 @@ class Rotator:
             token = self.exchanger.exchange(source)
         except RotatorError as exc:
             self._exchanged(name, exc.kind, started)
+            if isinstance(exc, ApiTokenRejected):
+                self._prove(name, source.version, Verdict.REJECTED)
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             failure = self._record(name, exc.kind, retry_after, source.version)
             logger.warning(
@@ -216,6 +222,7 @@ class Rotator:
                 ),
             )
         self._exchanged(name, "success", started)
+        self._prove(name, source.version, Verdict.WORKS)
         SECRETS.register(token.access_token)
         self.memory.hold(name, token)
         outcome = self._write(facts, plan, token)
@@ -434,6 +441,9 @@ class Rotator:
             retry_after,
             source_version,
         )
+
+    def _prove(self, name: str, version: int, verdict: Verdict) -> None:
+        self.memory.prove(name, API_TOKEN, version, Proof(verdict, self._clock()))
 
     def _exchanged(self, name: str, result: str, started: float) -> None:
         if self.on_exchange is not None:

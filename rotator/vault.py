@@ -239,12 +239,42 @@ class VaultStore:
         None when it does not exist or its current version is deleted."""
         return self._read(f"{self.source_prefix}/{name}")
 
-    def write_source(self, name: str, data: Mapping[str, Any]) -> int:
-        """Create or replace a source secret (`POST <mount>/data/<source_prefix>/<name>`);
-        returns its version."""
+    def write_source(self, name: str, data: Mapping[str, Any], cas: int | None = None) -> int:
+        """Write a new version of a source secret (`POST <mount>/data/<source_prefix>/<name>`),
+        with check-and-set against version `cas` when given (0: it must not exist yet). Returns
+        the new version; raises `VaultConflict` when someone else wrote first."""
         path = f"{self.source_prefix}/{name}"
-        response = self._call("write", path, self._kv.create_or_update_secret, secret=dict(data))
+        options = {"cas": cas} if cas is not None else {}
+        response = self._call(
+            "write", path, self._kv.create_or_update_secret, secret=dict(data), **options
+        )
         return int(response["data"]["version"])
+
+    def write_source_metadata(self, name: str, custom_metadata: Mapping[str, str]) -> None:
+        """Replace a source secret's custom_metadata (`POST <mount>/metadata/<source_prefix>/
+        <name>`); KV v2 has no check-and-set for metadata (see `lifecycle.py` for why that is
+        enough)."""
+        self._call(
+            "write metadata of",
+            f"{self.source_prefix}/{name}",
+            self._kv.update_metadata,
+            custom_metadata=dict(custom_metadata),
+        )
+
+    def can_update_source(self, name: str) -> bool:
+        """Whether rotator's token may write `name`'s data and metadata (`POST
+        sys/capabilities-self`), as an API-token replacement needs."""
+        data_path = f"{self.mount}/data/{self.source_prefix}/{name}"
+        metadata_path = f"{self.mount}/metadata/{self.source_prefix}/{name}"
+        with _mapped("look up capabilities on", data_path):
+            answer = self._client.sys.get_capabilities([data_path, metadata_path])
+        found = answer.get("data", answer) if isinstance(answer, dict) else {}
+
+        def allows(path: str) -> bool:
+            capabilities = found.get(path) or []
+            return "root" in capabilities or "update" in capabilities
+
+        return allows(data_path) and allows(metadata_path)
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -397,6 +427,7 @@ class VaultStore:
             data=data.get("data") or {},
             version=int(metadata.get("version", 0)),
             custom_metadata=metadata.get("custom_metadata") or {},
+            created=_created(metadata),
         )
 
     def _call(self, action: str, path: str, method: Callable[..., Any], **kwargs: Any) -> Any:
@@ -429,6 +460,13 @@ def _output_metadata(data: Mapping[str, Any]) -> OutputMetadata:
         custom_metadata=data.get("custom_metadata") or {},
         history=tuple(history),
     )
+
+
+def _created(metadata: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_time(str(metadata["created_time"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
