@@ -8,14 +8,21 @@
     │   ├── VaultUnavailable     sealed, down, timing out, 5xx  (retryable)
     │   ├── VaultAuthError       rotator's own credentials are refused (exit 3)
     │   └── VaultConflict        a check-and-set write lost a race (retryable)
-    └── ExchangeError
-        ├── HostNotAllowed       token URL outside the allowlist, plain http  refused
-        ├── RedirectRefused      the IdP answered 3xx; never followed         refused
-        ├── ApiTokenRejected     401/403: the API token is invalid or revoked rejected
-        ├── RequestRefused       another 4xx: the request itself is wrong     refused
-        ├── RateLimited          429, with Retry-After when given (retryable) rate_limited
-        ├── IdPUnavailable       5xx, timeouts, connections (retryable)       transient
-        └── InvalidResponse      a 200 that is not a usable token (retryable) transient
+    ├── ExchangeError
+    │   ├── HostNotAllowed       token URL outside the allowlist, plain http  refused
+    │   ├── RedirectRefused      the IdP answered 3xx; never followed         refused
+    │   ├── ApiTokenRejected     401/403: the API token is invalid or revoked rejected
+    │   ├── RequestRefused       another 4xx: the request itself is wrong     refused
+    │   ├── RateLimited          429, with Retry-After when given (retryable) rate_limited
+    │   ├── IdPUnavailable       5xx, timeouts, connections (retryable)       transient
+    │   └── InvalidResponse      a 200 that is not a usable answer (retryable) transient
+    └── MtmError                 LeanIX MTM (technical users) could not do what was asked
+        ├── MtmRefused           401/403/400: the admin's token may not; nothing changed  refused
+        ├── TechnicalUserMissing 404: MTM does not know the technical user            refused
+        └── MtmUnavailable       5xx, timeouts, a connection lost (retryable)         transient
+
+`definite` tells an MTM failure that certainly changed nothing (a refusal) from one after which
+a replacement may or may not have happened (an answer lost on the way).
 
 Whether an error is worth retrying soon (`retryable`) and which backoff a token failing with it
 gets (`kind`, a `FailureKind`) are properties of its class, never a guess at the call site.
@@ -139,6 +146,35 @@ class IdPUnavailable(ExchangeError):
 
 class InvalidResponse(ExchangeError):
     """The IdP answered 200 but the body is not a usable access token."""
+
+    retryable = True
+    kind = FailureKind.TRANSIENT
+
+
+class MtmError(RotatorError):
+    """LeanIX MTM (the technical-users API) could not do what rotator asked."""
+
+    definite: ClassVar[bool] = False  # True: MTM certainly changed nothing
+
+
+class MtmRefused(MtmError):
+    """MTM answered 401, 403 or another 4xx: the admin's access token may not do this."""
+
+    definite = True
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TechnicalUserMissing(MtmError):
+    """MTM answered 404: it does not know the technical user (deleted, or another workspace)."""
+
+    definite = True
+
+
+class MtmUnavailable(MtmError):
+    """MTM answered 5xx, timed out, or the connection was lost: it may have done it or not."""
 
     retryable = True
     kind = FailureKind.TRANSIENT

@@ -7,6 +7,7 @@ A replacement is written down before it happens, in the source secret's custom_m
     replacing_version  the source version it started from
     replace_attempts   attempts since the last completed replacement
     replaced_at        when the last replacement completed (the new token stored)
+    replace_attempted  when the last replacement started, kept once the record is cleared
 
 and every step is idempotent, so whoever finds the record rolls it forward (`plan_api_token`):
 
@@ -20,7 +21,8 @@ and every step is idempotent, so whoever finds the record rolls it forward (`pla
     API token rejected, api_token_next works             -> promote next
     due (requested, every N days, N days before expiry)  -> replace, unless one started < 1 h ago
 
-The hour: a replacement never starts within an hour of the previous one's start. The one
+The hour: a replacement never starts within an hour of the previous one's start (whether it
+completed, failed, or never reached MTM: `replace_attempted` keeps the time). The one
 exception is a replacement whose new token provably died on the way (the record is there, the
 source never moved, the old token is rejected): that token is useless anyway and waiting would
 only keep the integration down, so it is replaced again after `RECOVERY_DELAYS` (0 s, then
@@ -46,6 +48,7 @@ INTENT_KEY = "replacing_since"
 INTENT_VERSION_KEY = "replacing_version"
 ATTEMPTS_KEY = "replace_attempts"
 REPLACED_KEY = "replaced_at"
+ATTEMPTED_KEY = "replace_attempted"
 RECORD_KEYS = (INTENT_KEY, INTENT_VERSION_KEY, ATTEMPTS_KEY)
 
 
@@ -82,8 +85,20 @@ def read_intent(metadata: Mapping[str, str]) -> Intent | None:
 
 def replaced_at(metadata: Mapping[str, str]) -> datetime | None:
     """When rotator last completed a replacement of this source's API token, if it did."""
+    return _time(metadata, REPLACED_KEY)
+
+
+def last_attempt(metadata: Mapping[str, str]) -> datetime | None:
+    """When the last replacement of this source's API token started, whatever became of it."""
+    intent = read_intent(metadata)
+    moments = (_time(metadata, REPLACED_KEY), _time(metadata, ATTEMPTED_KEY))
+    candidates = [t for t in (*moments, intent.since if intent else None) if t is not None]
+    return max(candidates, default=None)
+
+
+def _time(metadata: Mapping[str, str], key: str) -> datetime | None:
     try:
-        return parse_time(metadata[REPLACED_KEY])
+        return parse_time(metadata[key])
     except (KeyError, ValueError):
         return None
 
@@ -107,8 +122,13 @@ def stored_metadata(metadata: Mapping[str, str], now: datetime) -> dict[str, str
 
 
 def cleared_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """`metadata` without the replacement record (step 5, or a replacement that never happened)."""
-    return {key: value for key, value in metadata.items() if key not in RECORD_KEYS}
+    """`metadata` without the replacement record (step 5, or a replacement that never happened);
+    when it started stays, for the hour."""
+    kept = {key: value for key, value in metadata.items() if key not in RECORD_KEYS}
+    intent = read_intent(metadata)
+    if intent is not None:
+        kept[ATTEMPTED_KEY] = format_time(intent.since)
+    return kept
 
 
 class Verdict(StrEnum):
@@ -233,7 +253,7 @@ def plan_api_token(facts: ApiTokenFacts, rules: LifecycleRules) -> LifecyclePlan
         due, why = now, Why.REQUESTED
     if due is None:
         return LifecyclePlan(Step.NONE, Why.NOTHING)
-    last = max((t for t in (replaced_at(facts.metadata), _started(intent)) if t), default=None)
+    last = last_attempt(facts.metadata)
     if last is not None and last + REPLACEMENT_INTERVAL > max(now, due):
         return LifecyclePlan(Step.WAIT, Why.HOUR, last + REPLACEMENT_INTERVAL)
     if due > now:
@@ -254,7 +274,3 @@ def _due(facts: ApiTokenFacts, rules: LifecycleRules) -> tuple[datetime | None, 
     if not candidates:
         return None, Why.NOTHING
     return min(candidates)
-
-
-def _started(intent: Intent | None) -> datetime | None:
-    return intent.since if intent is not None else None

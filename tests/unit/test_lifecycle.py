@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rotator.lifecycle import (
+    ATTEMPTED_KEY,
     ATTEMPTS_KEY,
     INTENT_KEY,
     INTENT_VERSION_KEY,
@@ -26,6 +27,7 @@ from rotator.lifecycle import (
     Why,
     cleared_metadata,
     intent_metadata,
+    last_attempt,
     plan_api_token,
     read_intent,
     replaced_at,
@@ -302,7 +304,22 @@ def test_the_record_counts_attempts_and_clears_without_touching_other_keys() -> 
     assert read_intent(second) == Intent(NOW + DAY, 3, 2)
     done = stored_metadata(second, NOW + DAY)
     assert replaced_at(done) == NOW + DAY
-    assert cleared_metadata(done) == {"owner": "ops", REPLACED_KEY: format_time(NOW + DAY)}
+    assert cleared_metadata(done) == {
+        "owner": "ops",
+        REPLACED_KEY: format_time(NOW + DAY),
+        ATTEMPTED_KEY: format_time(NOW + DAY),
+    }
+
+
+def test_a_cleared_attempt_still_counts_for_the_hour() -> None:
+    """A replacement that never happened (its old token works) still started: the next waits."""
+    started = NOW - timedelta(minutes=10)
+    cleared = cleared_metadata(recorded(started))
+
+    assert last_attempt(cleared) == started
+    assert plan(requested=True, metadata=cleared) == LifecyclePlan(
+        Step.WAIT, Why.HOUR, started + REPLACEMENT_INTERVAL
+    )
 
 
 @pytest.mark.parametrize(
@@ -330,3 +347,7 @@ def test_replace_every_without_any_known_baseline_waits_for_one() -> None:
     rules = LifecycleRules(replace_every=20 * DAY, replace_before_expiry=None)
 
     assert plan(rules, created=None) == LifecyclePlan(Step.NONE, Why.NOTHING)
+
+
+def test_clearing_without_a_record_changes_nothing_else() -> None:
+    assert cleared_metadata({"owner": "ops"}) == {"owner": "ops"}
