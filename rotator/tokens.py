@@ -67,12 +67,31 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Every time read from outside (Vault, the IdP) must lie in here: far enough from datetime's
+# limits (years 1 and 9999) that no lifetime, backoff or warning step rotator adds or subtracts
+# can overflow, and no sane token, claim or expiry lies outside it.
+TIME_WINDOW = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+
+
 def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time; raises ValueError."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """Parse an RFC 3339 time into UTC.
+
+    Raises ValueError (never quoting `text`) when it is not an ISO 8601 time, has no time zone,
+    or lies outside `TIME_WINDOW` once converted to UTC (e.g. `0001-01-01T00:00:00+14:00`).
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise ValueError("no time zone")
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # the offset pushed it past year 1 or 9999
+        raise ValueError("lies outside 1970-01-01..9000-01-01 UTC") from None
+    if not TIME_WINDOW[0] <= moment < TIME_WINDOW[1]:
+        raise ValueError("lies outside 1970-01-01..9000-01-01 UTC")
+    return moment
 
 
 def decode_jwt_claims(token: str) -> dict[str, Any]:

@@ -404,7 +404,7 @@ def test_parse_time_refuses_a_time_without_zone() -> None:
         parse_time("2026-05-01T12:00:00")
 
 
-@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31)))
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(8999, 12, 31)))
 def test_parse_time_inverts_format_time_to_the_second(moment: datetime) -> None:
     aware = moment.replace(tzinfo=UTC)
     assert parse_time(format_time(aware)) == aware.replace(microsecond=0)
@@ -496,3 +496,56 @@ def test_the_issuance_log_fits_vaults_value_limit_at_any_rate() -> None:
 )
 def test_an_unreadable_issuance_log_is_none(log: str) -> None:
     assert issuance_log_times(log) is None
+
+
+# --- times from outside stay within a window no arithmetic can overflow -------------------------
+
+TIME_WINDOW = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+
+EXTREME_TIMES = [
+    "0001-01-01T00:00:00+14:00",  # before datetime.min once converted to UTC
+    "9999-12-31T23:59:59-14:00",  # after datetime.max once converted to UTC
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "1969-12-31T23:59:59Z",
+    "9000-01-01T00:00:00Z",
+]
+
+
+@pytest.mark.parametrize("text", EXTREME_TIMES)
+def test_parse_time_refuses_an_instant_outside_the_sane_window(text: str) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        parse_time(text)
+
+
+def test_parse_time_accepts_both_ends_of_the_window() -> None:
+    assert parse_time("1970-01-01T00:00:00Z") == TIME_WINDOW[0]
+    assert parse_time("8999-12-31T23:59:59Z") < TIME_WINDOW[1]
+
+
+@pytest.mark.parametrize("field", ["issued_at", "expires_at"])
+@pytest.mark.parametrize("text", EXTREME_TIMES[:2])
+def test_parse_output_refuses_an_out_of_range_time_as_bad_input(field: str, text: str) -> None:
+    data = {**parse(answer()).fields(), field: text}
+
+    with pytest.raises(ValueError):  # not OverflowError: callers treat ValueError as bad data
+        parse_output(data)
+
+
+offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@given(moment=st.datetimes(), offset=offsets)
+def test_a_parsed_time_survives_any_arithmetic_rotator_does(
+    moment: datetime, offset: timezone
+) -> None:
+    text = moment.replace(tzinfo=offset).isoformat()
+    try:
+        parsed = parse_time(text)
+    except ValueError:
+        return
+    assert TIME_WINDOW[0] <= parsed < TIME_WINDOW[1]
+    # A year and more either way (lifetimes, backoffs, warning steps), and formatting.
+    for shift in (timedelta(days=800), -timedelta(days=800)):
+        format_time(parsed + shift)
+    assert parsed.tzinfo is UTC
