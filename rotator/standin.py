@@ -9,8 +9,8 @@ Contracts:
 - It listens on 127.0.0.1 only; `stop()` closes every connection, including idle keep-alive ones,
   so a client cannot keep talking to a stopped stand-in through its connection pool.
 - Faults (`set_fault`) are thread-safe and are taken at the start of a request to the token path.
-  Transport faults ("status", "garbage", "close", "redirect", "huge", "deep", "hang") apply to
-  any request, authenticated or not; body faults ("no_access_token", "expired", "not_jwt",
+  Transport faults ("status", "garbage", "close", "redirect", "huge", "deep", "hang", "drip")
+  apply to any request, authenticated or not; body faults ("no_access_token", "expired", "not_jwt",
   "expires_in") alter an answer that would have succeeded, so they need a valid token.
 - Tokens never reach a log line, an error body or a record: records keep a fingerprint.
 - `cryptography` is an optional dependency (`rotator[demo]`); without it, construction raises.
@@ -69,6 +69,7 @@ _FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "redirect": (frozenset(), frozenset({"location"})),
     "huge": (frozenset(), frozenset({"size"})),
     "deep": (frozenset(), frozenset({"depth"})),
+    "drip": (frozenset({"interval"}), frozenset({"status"})),
 }
 _BODY_FAULTS = frozenset({"no_access_token", "expired", "not_jwt", "expires_in"})
 
@@ -147,6 +148,7 @@ class LeanIXStandIn:
         self._issued: list[Issued] = []
         self._in_flight = 0
         self._max_in_flight = 0
+        self._connections_total = 0
         self._last_request: RequestRecord | None = None
         self._server = _Server(self, port, ssl_context)
         scheme = "https" if ssl_context else "http"
@@ -278,6 +280,9 @@ class LeanIXStandIn:
           "huge"      200 with `size` bytes of JSON (default 1 MiB)
           "deep"      200 with JSON `depth` levels deep (default 100 000)
           "hang"      wait `seconds` (other requests go on), then answer normally
+          "drip"      send the status line (`status`, default 200), then one header byte every
+                      `interval` seconds, never ending the headers, until the client leaves or
+                      the stand-in stops
         Altering a successful answer (a valid token is needed):
           "no_access_token", "expired" (`"expired": true`), "not_jwt" ("opaque-token-value"),
           "expires_in" (param `value`, sent as given: 0, -5, "3599", ...)
@@ -317,6 +322,7 @@ class LeanIXStandIn:
             self._issued = []
             self._max_in_flight = self._in_flight
             self._last_request = None
+            self._connections_total = 0
 
     @property
     def requests_total(self) -> int:
@@ -335,6 +341,12 @@ class LeanIXStandIn:
         """The most requests handled at the same time since the last `reset_counters`."""
         with self._lock:
             return self._max_in_flight
+
+    @property
+    def connections_total(self) -> int:
+        """TCP connections accepted since the last `reset_counters` (keep-alive reuses one)."""
+        with self._lock:
+            return self._connections_total
 
     @property
     def last_request(self) -> RequestRecord | None:
@@ -423,6 +435,7 @@ class LeanIXStandIn:
             if self._stopping.is_set():
                 return False
             self._connections.add(connection)
+            self._connections_total += 1
             return True
 
     def _untrack(self, connection: socket.socket) -> None:
@@ -600,6 +613,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.mode == "deep":
             depth = int(params.get("depth", 100_000))
             self._send(200, b"[" * depth + b"]" * depth)
+        elif fault.mode == "drip":
+            self.close_connection = True  # the headers never end: nothing can follow them
+            self.wfile.write(f"HTTP/1.1 {int(params.get('status', 200))} Dripping\r\n".encode())
+            self.wfile.flush()
+            while standin._pause(float(params["interval"])):
+                self.wfile.write(b"X")  # one byte of a header line that never ends
+                self.wfile.flush()
 
     def _send(
         self,
