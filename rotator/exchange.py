@@ -13,7 +13,9 @@ Guarantees, each enforced here and nowhere else:
   timeout (`deadlines.py` cuts the connection when it passes), shorter than a claim's lease
   (3 x timeout + 15 s), so no other instance takes the token over while this exchange may still
   succeed;
-- the response body is read up to `MAX_BODY_BYTES` and never quoted in an error or log line;
+- the answer is asked for uncompressed (`Accept-Encoding: identity`), and the body is read up
+  to `MAX_BODY_BYTES` (decoded, should a server compress anyway) and never quoted in an error
+  or log line;
 - transport errors become rotator's own (`errors.py`), classified for retrying.
 """
 
@@ -120,7 +122,7 @@ class TokenExchanger:
                 source.token_url,
                 data=form,
                 auth=(source.client_id, source.api_token),
-                headers={"Accept": "application/json"},
+                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
                 timeout=(self._timeout, self._timeout),
                 allow_redirects=False,
                 stream=True,

@@ -95,6 +95,8 @@ class RequestRecord:
     grant_type_in: tuple[str, ...]  # where grant_type appeared: "body", "query", both or neither
     content_type: str | None
     scope: str | None
+    header_names: tuple[str, ...] = ()  # lower-cased, in the order sent; no values
+    accept_encoding: str | None = None
 
 
 @dataclass
@@ -525,6 +527,8 @@ class _Handler(BaseHTTPRequestHandler):
             ),
             content_type=self.headers.get("Content-Type"),
             scope=_first(form, "scope"),
+            header_names=tuple(name.lower() for name in self.headers),
+            accept_encoding=self.headers.get("Accept-Encoding"),
         )
         standin._begin(record, api_token)
         try:

@@ -243,6 +243,14 @@ def test_source_client_id_and_scope_are_sent(rig: Rig) -> None:
     assert (request.client_id, request.scope) == ("svc-client", "read:all")
 
 
+def test_the_exchange_asks_for_an_uncompressed_answer(rig: Rig) -> None:
+    rig.exchange(rig.source(rig.token()))
+
+    request = rig.standin.last_request
+    assert request is not None
+    assert request.accept_encoding == "identity"
+
+
 def test_a_changed_principal_shows_in_the_next_token(rig: Rig) -> None:
     api_token = rig.token(workspace_name="acme-prod", role="ADMIN")
     rig.exchange(rig.source(api_token))
