@@ -16,12 +16,14 @@ Guarantees, each enforced here and nowhere else:
 - the answer is asked for uncompressed (`Accept-Encoding: identity`), and the body is read up
   to `MAX_BODY_BYTES` (decoded, should a server compress anyway) and never quoted in an error
   or log line;
+- no cookie is ever stored or sent: one tenant's answer cannot follow another tenant's request;
 - transport errors become rotator's own (`errors.py`), classified for retrying.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.cookiejar
 import logging
 import os
 import re
@@ -68,7 +70,7 @@ class TokenExchanger:
         watchdog: Watchdog = WATCHDOG,
     ) -> None:
         """`session`: for tests; its adapters are replaced by deadline-aware ones unless they
-        are (`deadlines.install`)."""
+        are (`deadlines.install`), and it stores no cookies."""
         self._allowed = allowed_hosts
         self._insecure = insecure_http_hosts
         self._timeout = timeout
@@ -81,6 +83,10 @@ class TokenExchanger:
             bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
             session.verify = bundle or True
         install(session, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        # Answers from one tenant's token endpoint (a load balancer's affinity cookie, say)
+        # must not ride along with the next tenant's request.
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        session.cookies.clear()
         session.headers["User-Agent"] = USER_AGENT
         # trust_env off: requests would otherwise re-read the whole environment for proxies on
         # every request (a quarter of rotator's CPU in a profile). Proxies from HTTPS_PROXY /

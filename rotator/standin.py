@@ -97,6 +97,7 @@ class RequestRecord:
     scope: str | None
     header_names: tuple[str, ...] = ()  # lower-cased, in the order sent; no values
     accept_encoding: str | None = None
+    cookie: str | None = None  # the Cookie header as sent (the stand-in's cookies hold no secret)
 
 
 @dataclass
@@ -151,6 +152,9 @@ class LeanIXStandIn:
         self._in_flight = 0
         self._max_in_flight = 0
         self._connections_total = 0
+        # Extra headers on every answer, e.g. a Set-Cookie as load balancers add; replace the
+        # dict to change them (read once per answer).
+        self.answer_headers: dict[str, str] = {}
         self._last_request: RequestRecord | None = None
         self._server = _Server(self, port, ssl_context)
         scheme = "https" if ssl_context else "http"
@@ -529,6 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
             scope=_first(form, "scope"),
             header_names=tuple(name.lower() for name in self.headers),
             accept_encoding=self.headers.get("Accept-Encoding"),
+            cookie=self.headers.get("Cookie"),
         )
         standin._begin(record, api_token)
         try:
@@ -637,7 +642,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")  # as OAuth2 requires for token answers
-        for name, value in (headers or {}).items():
+        extra = cast(_Server, self.server).standin.answer_headers
+        for name, value in {**extra, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)

@@ -251,6 +251,19 @@ def test_the_exchange_asks_for_an_uncompressed_answer(rig: Rig) -> None:
     assert request.accept_encoding == "identity"
 
 
+def test_cookies_the_idp_sets_are_never_sent_back(rig: Rig) -> None:
+    rig.standin.answer_headers = {"Set-Cookie": "lb=instance-7; Path=/; Max-Age=3600"}
+    exchanger = rig.exchanger()
+    rig.exchange(rig.source(rig.token()), exchanger)  # one tenant's answer sets a cookie
+
+    rig.exchange(rig.source(rig.token()), exchanger)  # the next tenant's request
+
+    request = rig.standin.last_request
+    assert request is not None
+    assert request.cookie is None
+    assert "cookie" not in request.header_names
+
+
 def test_a_changed_principal_shows_in_the_next_token(rig: Rig) -> None:
     api_token = rig.token(workspace_name="acme-prod", role="ADMIN")
     rig.exchange(rig.source(api_token))
