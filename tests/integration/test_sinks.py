@@ -19,11 +19,12 @@ import requests
 import sentry_sdk
 from prometheus_client import CollectorRegistry
 
-from rotator import sentry
+from rotator import notify, sentry
 from rotator.alerting import AlertEvent, Kind, Severity
 from rotator.metrics import MetricsServer, RotatorMetrics
-from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, WebhookSink
+from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, SinkError, WebhookSink
 from rotator.redact import SECRETS, RedactingFilter
+from tests.rawhttp import RawServer, drip
 from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
 
 HOST = "test-host"
@@ -302,6 +303,39 @@ def test_a_sink_names_itself_by_scheme_and_host_only(session: requests.Session) 
     sink = WebhookSink("https://user:pass@hooks.example.com/services/T0/B0/XYZ", HOST, session)
 
     assert sink.name == "https://hooks.example.com"
+
+
+def test_a_webhook_that_never_finishes_its_headers_fails_within_the_deadline(
+    session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify, "SINK_DEADLINE_SECONDS", 0.5)
+    server = RawServer(drip(b"HTTP/1.1 200 OK\r\n", b"X", every=0.05))
+    started = time.monotonic()
+    try:
+        with pytest.raises(SinkError, match="no answer within the deadline"):
+            WebhookSink(server.url, HOST, session).send(firing())
+    finally:
+        server.close()
+
+    assert time.monotonic() - started < 0.5 + 1.0  # slack for a loaded machine
+
+
+def test_a_webhook_answer_is_read_no_further_than_a_bound(session: requests.Session) -> None:
+    """A 200 whose body never ends: the status is all a delivery needs."""
+
+    def endless(connection: socket.socket, stopped: threading.Event) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        while not stopped.is_set():
+            connection.sendall(b"x" * 65536)
+
+    server = RawServer(endless)
+    started = time.monotonic()
+    try:
+        WebhookSink(server.url, HOST, session).send(firing())  # delivered: it answered 200
+    finally:
+        server.close()
+
+    assert time.monotonic() - started < notify.SINK_DEADLINE_SECONDS
 
 
 # --- Alertmanager ---------------------------------------------------------------------------------
