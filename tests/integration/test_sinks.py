@@ -4,6 +4,7 @@ real Alertmanager, the real sentry-sdk sending to a local envelope sink, and `/m
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import socket
@@ -21,9 +22,12 @@ from prometheus_client import CollectorRegistry
 
 from rotator import notify, sentry
 from rotator.alerting import AlertEvent, Kind, Severity
+from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
 from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, SinkError, WebhookSink
 from rotator.redact import SECRETS, RedactingFilter
+from rotator.sources import parse_source
+from rotator.standin import LeanIXStandIn
 from tests.rawhttp import RawServer, drip
 from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
 
@@ -610,6 +614,66 @@ def test_an_exception_message_holding_a_secret_is_redacted_before_sentry(
     (event,) = sentry_events(sentry_sink, 1)
     assert event["exception"]["values"][0]["value"].startswith("refused [REDACTED:")
     assert secret not in sentry_sink.raw_text()
+
+
+def test_requests_rotator_makes_carry_no_sentry_trace_headers(
+    sentry_sink: EnvelopeSink, webhook: RecordingServer, standin: LeanIXStandIn
+) -> None:
+    """sentry-sdk's stdlib integration would add `sentry-trace` and `baggage` to every request:
+    an IdP or a webhook learns nothing of rotator's Sentry (its org, release, trace ids)."""
+    session = requests.Session()
+    api_token = "api-" + secrets.token_urlsafe(24)
+    standin.add_token(api_token)
+    exchanger = TokenExchanger(("127.0.0.1",), ("127.0.0.1",), timeout=5)
+    try:
+        WebhookSink(webhook.url, HOST, session).send(firing())
+        exchanger.exchange(
+            parse_source(
+                "acme",
+                {"api_token": api_token, "token_url": standin.token_url},
+                1,
+                ("127.0.0.1",),
+                ("127.0.0.1",),
+            )
+        )
+    finally:
+        exchanger.close()
+        session.close()
+
+    (received,) = webhook.received
+    request = standin.last_request
+    assert request is not None and request.header_names
+    for names in ({name.lower() for name in received.headers}, set(request.header_names)):
+        assert "sentry-trace" not in names
+        assert "baggage" not in names
+
+
+def test_sentry_sdks_own_debug_log_is_redacted(
+    envelope_sink: EnvelopeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SENTRY_DEBUG, sentry-sdk logs through a stderr handler of its own (URLs included)."""
+    monkeypatch.setenv("SENTRY_DEBUG", "1")
+    secret_url = f"https://hooks.example.com/services/{secrets.token_hex(12)}"
+    SECRETS.register(secret_url)
+    own_log = logging.getLogger("sentry_sdk.errors")
+    streams = [io.StringIO() for _ in own_log.handlers]
+    assert streams, "sentry-sdk installs a handler of its own when imported"
+    previous = [
+        handler.setStream(stream)  # type: ignore[attr-defined]
+        for handler, stream in zip(own_log.handlers, streams, strict=True)
+    ]
+    sentry.init(envelope_sink.dsn, host=HOST)
+    try:
+        own_log.debug("delivering to %s", secret_url)  # as the SDK's debug lines name URLs
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+        for handler, stream in zip(own_log.handlers, previous, strict=True):
+            handler.setStream(stream)  # type: ignore[attr-defined]
+
+    printed = "".join(stream.getvalue() for stream in streams)
+    assert "delivering to [REDACTED:" in printed
+    assert secret_url not in printed
 
 
 # --- /metrics and /healthz ------------------------------------------------------------------------
