@@ -20,7 +20,7 @@ import requests
 import sentry_sdk
 from prometheus_client import CollectorRegistry
 
-from rotator import notify, sentry
+from rotator import metrics, notify, sentry
 from rotator.alerting import AlertEvent, Kind, Severity
 from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
@@ -792,3 +792,66 @@ def test_a_stopped_metrics_server_releases_its_port(
 
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url, timeout=5)
+
+
+# --- /metrics under slow clients ------------------------------------------------------------------
+
+
+def _half_sent(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that each sent half a request line and then nothing."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        client.sendall(b"GET /metr")
+        clients.append(client)
+    return clients
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    try:
+        return client.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_clients_hold_no_threads_and_metrics_still_answers(
+    registry: CollectorRegistry, health: Health
+) -> None:
+    RotatorMetrics(registry).vault_up.set(1)
+    server = MetricsServer("127.0.0.1:0", registry, health).start()
+    before = threading.active_count()
+    clients = _half_sent(server.port, 200)
+    try:
+        # Every slow client has been accepted (a complete request after them is answered).
+        started = time.monotonic()
+        response = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        answered_in = time.monotonic() - started
+
+        threads = threading.active_count() - before
+        assert threads <= metrics.WORKERS, f"{threads} threads more for 200 slow clients"
+        assert response.status_code == 200
+        assert "rotator_vault_up 1.0" in response.text
+        assert answered_in < 1.0
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_a_half_sent_request_is_closed_after_the_timeout(
+    registry: CollectorRegistry, health: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    server = MetricsServer("127.0.0.1:0", registry, health).start()
+    clients = _half_sent(server.port, 5)
+    started = time.monotonic()
+    try:
+        wait_for(lambda: all(_closed_by_server(c) for c in clients), what="the server to close")
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+    assert time.monotonic() - started < 0.5 + 1.0  # the timeout, plus slack for a loaded machine
