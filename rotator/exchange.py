@@ -8,27 +8,33 @@ Guarantees, each enforced here and nowhere else:
 - the destination passes `sources.check_destination` right before the request (allowlisted host,
   https unless the host is allowlisted for plain http, no userinfo);
 - redirects are never followed (3xx is `RedirectRefused`);
-- every request has a connect and read timeout, and reading the body a deadline (the status
-  line and headers are bounded by the read timeout per packet and http.client's header limits);
-- the response body is read up to `MAX_BODY_BYTES` and never quoted in an error or log line;
+- every request has a connect and read timeout, and the whole exchange (connecting, TLS, the
+  status line, the headers and the body) one overall deadline of `DEADLINE_FACTOR` times the
+  timeout (`deadlines.py` cuts the connection when it passes), shorter than a claim's lease
+  (3 x timeout + 15 s), so no other instance takes the token over while this exchange may still
+  succeed;
+- the answer is asked for uncompressed (`Accept-Encoding: identity`), and the body is read up
+  to `MAX_BODY_BYTES` (decoded, should a server compress anyway) and never quoted in an error
+  or log line;
+- no cookie is ever stored or sent: one tenant's answer cannot follow another tenant's request;
 - transport errors become rotator's own (`errors.py`), classified for retrying.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.cookiejar
 import logging
 import os
 import re
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
-import requests.adapters
 import urllib3.exceptions
 
+from rotator.deadlines import WATCHDOG, Deadline, Watchdog, install
 from rotator.errors import (
     ApiTokenRejected,
     IdPUnavailable,
@@ -44,6 +50,7 @@ from rotator.tokens import AccessToken, parse_token_response
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+DEADLINE_FACTOR = 2.0  # the whole exchange, against `timeout` for each connect and read
 USER_AGENT = "rotator/0.1"
 _OAUTH_ERROR_CODE = re.compile(r'"error"\s*:\s*"([a-z_]{1,40})"')
 
@@ -60,21 +67,26 @@ class TokenExchanger:
         session: requests.Session | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         environ: Mapping[str, str] = os.environ,
+        watchdog: Watchdog = WATCHDOG,
     ) -> None:
+        """`session`: for tests; its adapters are replaced by deadline-aware ones unless they
+        are (`deadlines.install`), and it stores no cookies."""
         self._allowed = allowed_hosts
         self._insecure = insecure_http_hosts
         self._timeout = timeout
+        self.deadline_seconds = DEADLINE_FACTOR * timeout
         self._clock = clock
+        self._watchdog = watchdog
         if session is None:
             session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=4, pool_maxsize=pool_size, max_retries=0
-            )
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
             # REQUESTS_CA_BUNDLE, as requests would honour it with trust_env on.
             bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
             session.verify = bundle or True
+        install(session, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        # Answers from one tenant's token endpoint (a load balancer's affinity cookie, say)
+        # must not ride along with the next tenant's request.
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        session.cookies.clear()
         session.headers["User-Agent"] = USER_AGENT
         # trust_env off: requests would otherwise re-read the whole environment for proxies on
         # every request (a quarter of rotator's CPU in a profile). Proxies from HTTPS_PROXY /
@@ -95,16 +107,28 @@ class TokenExchanger:
         `InvalidResponse` (a 200 that is not a usable token).
         """
         check_destination(source.token_url, self._allowed, self._insecure)
+        with self._watchdog.deadline(self.deadline_seconds) as deadline:
+            try:
+                return self._exchange(source, deadline)
+            except (IdPUnavailable, InvalidResponse):
+                # The watchdog cut the connection: whatever broke, the IdP was too slow.
+                if deadline.expired:
+                    raise IdPUnavailable(
+                        f"token endpoint for {source.name!r} did not answer within the deadline"
+                        f" ({self.deadline_seconds:g} s)"
+                    ) from None
+                raise
+
+    def _exchange(self, source: Source, deadline: Deadline) -> AccessToken:
         form = {"grant_type": "client_credentials"}
         if source.scope:
             form["scope"] = source.scope
-        deadline = time.monotonic() + self._timeout
         try:
             response = self._session.post(
                 source.token_url,
                 data=form,
                 auth=(source.client_id, source.api_token),
-                headers={"Accept": "application/json"},
+                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
                 timeout=(self._timeout, self._timeout),
                 allow_redirects=False,
                 stream=True,
@@ -123,6 +147,10 @@ class TokenExchanger:
                 f"cannot reach the token endpoint for {source.name!r} ({type(exc).__name__})"
             ) from None
         with response:
+            if deadline.expired:
+                # Cut mid-headers, http.client takes the end of the stream for the end of the
+                # headers: the status line alone is no answer.
+                raise IdPUnavailable(f"token endpoint for {source.name!r} was cut off")
             # Whole seconds, as the output secret stores it: the token rotator holds in memory
             # and the one it reads back from Vault must schedule identically.
             issued_at = self._clock().replace(microsecond=0)
@@ -138,6 +166,8 @@ class TokenExchanger:
             if status >= 500 or status == 408:
                 raise IdPUnavailable(what)
             body = self._read_body(response, deadline, source.name)
+            if deadline.expired:  # cut just as the body ended: it may be incomplete
+                raise IdPUnavailable(f"token endpoint answer for {source.name!r} was cut off")
             if status != 200:
                 raise RequestRefused(f"{what}{_oauth_error(body)}", status)
         return parse_token_response(
@@ -155,12 +185,9 @@ class TokenExchanger:
             self._proxies[key] = environ_proxies(url, self._environ)
         return self._proxies[key]
 
-    def _read_body(self, response: requests.Response, deadline: float, name: str) -> bytes:
-        """At most MAX_BODY_BYTES of the (decoded) body, read before the deadline.
-
-        `read1` returns whatever has arrived, waiting at most one socket timeout, so a server
-        dripping bytes is cut off within `deadline + timeout` instead of once per 8 KiB.
-        """
+    def _read_body(self, response: requests.Response, deadline: Deadline, name: str) -> bytes:
+        """At most MAX_BODY_BYTES of the (decoded) body, read before the deadline (the watchdog
+        cuts the connection then, which ends a blocked read at once)."""
         chunks: list[bytes] = []
         size = 0
         try:
@@ -170,7 +197,7 @@ class TokenExchanger:
                     raise InvalidResponse(
                         f"token endpoint answer for {name!r} exceeds {MAX_BODY_BYTES} bytes"
                     )
-                if time.monotonic() > deadline:
+                if deadline.expired:
                     raise IdPUnavailable(f"token endpoint answer for {name!r} took too long")
                 chunks.append(chunk)
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:

@@ -2,12 +2,16 @@
 
 Each sink gets its own queue and worker thread, so a slow or failing sink never blocks rotation
 or the other sinks. A delivery is tried `ATTEMPTS` times with a short backoff, each request with a
-timeout, and then dropped with one log line. Text is redacted (`redact.SECRETS`) before it leaves.
+timeout for connecting and each read, and an overall deadline (`SINK_DEADLINE_SECONDS`, headers
+included: `deadlines.py`), and then dropped with one log line. Of an answer only the status
+matters: at most `MAX_ANSWER_BYTES` of its body are read (so that the connection can be reused),
+the rest never. Text is redacted (`redact.SECRETS`) before it leaves.
 Sentry is a sink too, but lives in `sentry.py`, the only module importing sentry_sdk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -20,8 +24,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 
 from rotator.alerting import AlertEvent
+from rotator.deadlines import WATCHDOG, install
 from rotator.errors import SinkError
 from rotator.redact import SECRETS
 from rotator.tokens import format_time
@@ -29,7 +35,9 @@ from rotator.tokens import format_time
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3
-SINK_TIMEOUT_SECONDS = 5.0
+SINK_TIMEOUT_SECONDS = 5.0  # connecting, and each read
+SINK_DEADLINE_SECONDS = 10.0  # one attempt, from connecting to the end of the answer's headers
+MAX_ANSWER_BYTES = 64 * 1024
 QUEUE_LIMIT = 1000
 
 
@@ -82,26 +90,48 @@ class _HttpSink:
     wants_refresh = False
 
     def __init__(self, url: str, session: requests.Session) -> None:
+        """`session` gets deadline-aware adapters mounted (`deadlines.install`) unless it has
+        them; it may be shared between sinks."""
         self.url = url
+        install(session, max_retries=0)
         self._session = session
         # Webhook URLs often carry a secret in their path (Slack, Teams): name the host only.
         parts = urlsplit(url)
         self.name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
     def _post(self, body: Any) -> None:
-        try:
-            response = self._session.post(
-                self.url,
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json"},
-                timeout=SINK_TIMEOUT_SECONDS,
-                allow_redirects=False,
-            )
-        except requests.exceptions.RequestException as exc:
-            raise SinkError(f"{self.name}: {type(exc).__name__}") from None
-        with response:
+        too_slow = f"{self.name}: no answer within the deadline ({SINK_DEADLINE_SECONDS:g} s)"
+        with WATCHDOG.deadline(SINK_DEADLINE_SECONDS) as deadline:
+            try:
+                response = self._session.post(
+                    self.url,
+                    data=json.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                    timeout=SINK_TIMEOUT_SECONDS,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.exceptions.RequestException as exc:
+                if deadline.expired:
+                    raise SinkError(too_slow) from None
+                raise SinkError(f"{self.name}: {type(exc).__name__}") from None
+            with response:
+                if deadline.expired:  # cut mid-headers: the status line alone is no answer
+                    raise SinkError(too_slow)
+                _skim(response)
             if not 200 <= response.status_code < 300:
                 raise SinkError(f"{self.name}: answered {response.status_code}")
+
+
+def _skim(response: requests.Response) -> None:
+    """Read and drop the body, up to MAX_ANSWER_BYTES and while the deadline lasts; a body read
+    to its end lets the connection be reused, any other is closed with the response."""
+    size = 0
+    with contextlib.suppress(
+        requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError
+    ):
+        while size <= MAX_ANSWER_BYTES and (chunk := response.raw.read1(8192)):
+            size += len(chunk)
 
 
 class WebhookSink(_HttpSink):

@@ -7,6 +7,9 @@
 - Every event and breadcrumb passes `redact.SECRETS` on its way out (`before_send`,
   `before_breadcrumb`); default integrations that would capture local variables or request
   bodies are off.
+- No request rotator makes carries Sentry's `sentry-trace` or `baggage` headers (the IdP, Vault
+  and webhooks learn nothing of rotator's Sentry), and the SDK's own log (`sentry_sdk.errors`,
+  printed with SENTRY_DEBUG, URLs included) passes the redactor too.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from rotator import __version__
 from rotator.alerting import AlertEvent, Severity
-from rotator.redact import SECRETS
+from rotator.redact import SECRETS, RedactingFilter
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +48,25 @@ def init(dsn: str, host: str, transport: Any = None) -> None:
         # releases deprecate it (a DeprecationWarning at init) for `data_collection`.
         "include_local_variables": False,
         "max_request_body_size": "never",
+        # The stdlib integration would add `sentry-trace`/`baggage` to every outgoing request.
+        "trace_propagation_targets": [],
         "shutdown_timeout": 5,
         # Log records become breadcrumbs only; alerts are sent explicitly, once, by SentrySink.
         "integrations": [LoggingIntegration(level=logging.INFO, event_level=None)],
     }
     if transport is not None:
         options["transport"] = transport
+    _redact_own_log()
     sentry_sdk.init(**options)
+
+
+def _redact_own_log() -> None:
+    """sentry-sdk prints its own log (SENTRY_DEBUG) through a stderr handler of its own, which
+    rotator's redacting log handler never sees; a filter on the logger itself redacts each
+    record before any handler, its own or rotator's, gets it."""
+    own = logging.getLogger("sentry_sdk.errors")
+    if not any(isinstance(existing, RedactingFilter) for existing in own.filters):
+        own.addFilter(RedactingFilter(SECRETS))
 
 
 def flush(timeout: float = 5.0) -> None:

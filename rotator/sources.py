@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rotator.errors import HostNotAllowed, SourceError
+from rotator.tokens import parse_time
 
 LEANIX_TOKEN_PATH = "/services/mtm/v1/oauth2/token"  # noqa: S105 - a path, not a secret
 MAX_FIELD_LENGTH = 8192
@@ -113,13 +114,9 @@ def parse_source(
     raw_expiry = text("api_token_expires_at")
     if raw_expiry:
         try:
-            expires_at = datetime.fromisoformat(raw_expiry.replace("Z", "+00:00"))
-        except ValueError:
-            raise SourceError(
-                name, "field 'api_token_expires_at' is not an RFC 3339 time"
-            ) from None
-        if expires_at.tzinfo is None:
-            raise SourceError(name, "field 'api_token_expires_at' has no time zone")
+            expires_at = parse_time(raw_expiry)
+        except ValueError as exc:  # parse_time's messages never quote the value
+            raise SourceError(name, f"field 'api_token_expires_at': {exc}") from None
 
     user_id = text("technical_user_id") or None
     if user_id is not None and not _USER_ID.match(user_id):

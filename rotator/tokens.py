@@ -67,12 +67,31 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Every time read from outside (Vault, the IdP) must lie in here: far enough from datetime's
+# limits (years 1 and 9999) that no lifetime, backoff or warning step rotator adds or subtracts
+# can overflow, and no sane token, claim or expiry lies outside it.
+TIME_WINDOW = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+
+
 def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time; raises ValueError."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """Parse an RFC 3339 time into UTC.
+
+    Raises ValueError (never quoting `text`) when it is not an ISO 8601 time, has no time zone,
+    or lies outside `TIME_WINDOW` once converted to UTC (e.g. `0001-01-01T00:00:00+14:00`).
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise ValueError("no time zone")
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # the offset pushed it past year 1 or 9999
+        raise ValueError("lies outside 1970-01-01..9000-01-01 UTC") from None
+    if not TIME_WINDOW[0] <= moment < TIME_WINDOW[1]:
+        raise ValueError("lies outside 1970-01-01..9000-01-01 UTC")
+    return moment
 
 
 def decode_jwt_claims(token: str) -> dict[str, Any]:
@@ -221,44 +240,83 @@ def parse_output(data: Mapping[str, Any]) -> AccessToken:
 # issuances-last-hour figure come with the output read rotator makes anyway. Counts per minute
 # for the last hour: "<newest minute> <age>:<count> ...", ages in minutes before the newest
 # (e.g. "29459874 0:1 48:1"). Minutes keep it within Vault's 512-byte limit for a value at any
-# cap (at most 60 pairs); an issuance is taken to happen at the end of its minute, so the cap
-# errs on the strict side by under a minute.
+# cap.
+#
+# Several rotators write it, and their clocks disagree by up to MAX_CLOCK_SKEW. So entries are
+# kept relative to the time of the issuance being added, never relative to the newest entry: a
+# writer whose clock runs ahead cannot push real issuances out. An entry further in the future
+# than the skew allows (of the writer, or of the reader's `now`) is no issuance a rotator made:
+# it is dropped, so forged or skewed garbage never outlives the hour. And each issuance is taken
+# to happen at the end of its minute plus the skew, so that a reader whose clock runs ahead of
+# the writer's still counts it for a whole hour: the cap errs strict by under two minutes.
 
 ISSUANCE_LOG_KEY = "issuances"
 ISSUANCE_LOGGED_KEY = "issuance_logged"  # the fingerprint of the token counted last
-_LOG_MINUTES = 61  # one hour, and the minute in progress
+MAX_CLOCK_SKEW = timedelta(seconds=60)  # how far two rotators' clocks may disagree
+_SKEW_MINUTES = 1  # MAX_CLOCK_SKEW in whole minutes: how far ahead an honest entry can be
+_KEEP_MINUTES = 62  # an hour, the skew, and the minute in progress, before the issuance added
+_MAX_AGE = _KEEP_MINUTES + _SKEW_MINUTES  # the oldest age a written log can hold
+_MAX_PER_MINUTE = 3600  # alerts.max_issuances_per_hour's own maximum
 _LOG_MAX_LENGTH = 500  # Vault refuses custom_metadata values over 512 bytes
 
 
 def issuance_log_add(log: str | None, at: datetime) -> str:
-    """`log` with one more issuance at `at`, minutes older than an hour before `at` dropped.
-    An unreadable or missing `log` starts afresh."""
-    minute = int(at.timestamp()) // 60
-    counts = _log_counts(log) or {}
-    counts[minute] = counts.get(minute, 0) + 1
+    """`log` with one more issuance at `at`, the issuance's own time on this writer's clock.
+
+    Entries more than `_KEEP_MINUTES` before `at`'s minute, or more than the clock skew after
+    it, are dropped. An unreadable or missing `log` starts afresh.
+    """
+    minute = _minute(at)
+    counts = {
+        logged: count
+        for logged, count in (_log_counts(log) or {}).items()
+        if minute - _KEEP_MINUTES < logged <= minute + _SKEW_MINUTES
+    }
+    counts[minute] = min(counts.get(minute, 0) + 1, _MAX_PER_MINUTE)
     newest = max(counts)
-    kept = sorted(((m, c) for m, c in counts.items() if newest - m < _LOG_MINUTES), reverse=True)
+    kept = sorted(counts.items(), reverse=True)
     while True:
         text = f"{newest} " + " ".join(f"{newest - m}:{c}" for m, c in kept)
         if len(text) <= _LOG_MAX_LENGTH or len(kept) == 1:
             return text
-        kept.pop()  # only with absurd caps: forget the oldest minute rather than fail the write
+        kept.pop()  # only with absurd counts: forget the oldest minute rather than fail the write
 
 
-def issuance_log_times(log: str | None) -> tuple[datetime, ...] | None:
-    """The issuances `log` records, each at the end of its minute, oldest first; None when there
-    is no log or it is unreadable (the caller then counts another way)."""
+def issuance_log_times(log: str | None, now: datetime | None = None) -> tuple[datetime, ...] | None:
+    """The issuances `log` records as of `now` (the reader's clock), oldest first, each at the
+    end of its minute plus MAX_CLOCK_SKEW. Entries further ahead of `now` than the skew allows
+    are ignored.
+
+    None when there is no log, it is unreadable, or nothing in it lies within the last hour (a
+    log forged to look old is as good as none): the caller then counts another way.
+
+    Without `now` (transitional, for callers not yet passing it) no entry is ignored.
+    """
     counts = _log_counts(log)
     if counts is None:
         return None
+    if now is not None:
+        minute = _minute(now)
+        counts = {
+            logged: count
+            for logged, count in counts.items()
+            if minute - _KEEP_MINUTES < logged <= minute + _SKEW_MINUTES
+        }
+        if not counts:
+            return None
     times: list[datetime] = []
     for minute in sorted(counts):
-        times += [datetime.fromtimestamp((minute + 1) * 60, UTC)] * counts[minute]
+        at = datetime.fromtimestamp((minute + 1) * 60, UTC) + MAX_CLOCK_SKEW
+        times += [at] * counts[minute]
     return tuple(times)
 
 
+def _minute(moment: datetime) -> int:
+    return int(moment.timestamp()) // 60
+
+
 def _log_counts(log: str | None) -> dict[int, int] | None:
-    if not log:
+    if not log or len(log) > _LOG_MAX_LENGTH:
         return None
     newest, *pairs = log.split()
     try:
@@ -266,11 +324,11 @@ def _log_counts(log: str | None) -> dict[int, int] | None:
         counts: dict[int, int] = {}
         for pair in pairs:
             age, count = pair.split(":")
-            if not 0 <= int(age) < _LOG_MINUTES or not 0 < int(count) <= 100_000:
+            if not 0 <= int(age) <= _MAX_AGE or not 0 < int(count) <= _MAX_PER_MINUTE:
                 return None
             counts[base - int(age)] = counts.get(base - int(age), 0) + int(count)
     except ValueError:
         return None
-    if not 0 < base < 2**33 // 60 or not pairs:
+    if not 0 < base < 2**33 // 60 or not pairs or max(counts.values()) > _MAX_PER_MINUTE:
         return None
     return counts

@@ -26,6 +26,7 @@ import hvac
 import hvac.exceptions
 import urllib3.exceptions
 
+from rotator import vaulthttp
 from rotator.config import VaultAuthConfig, VaultConfig
 from rotator.errors import (
     ConfigError,
@@ -78,6 +79,10 @@ def _mapped(action: str, path: str) -> Iterator[None]:
         raise VaultUnavailable(f"{action} {path}: Vault is unavailable ({_why(exc)})") from None
     except hvac.exceptions.VaultError as exc:
         raise VaultError(f"{action} {path}: Vault answered an error ({_why(exc)})") from None
+    except vaulthttp.UnusableAnswer as exc:  # too large, not JSON, nested too deeply
+        raise VaultError(f"{action} {path}: {exc}") from None
+    except vaulthttp.AnswerTooSlow as exc:  # before TimeoutError: it is a subclass
+        raise VaultUnavailable(f"{action} {path}: {exc}") from None
     except urllib3.exceptions.SSLError:
         raise VaultUnavailable(f"{action} {path}: TLS handshake with Vault failed") from None
     except urllib3.exceptions.NewConnectionError:  # before TimeoutError: it is a subclass

@@ -17,8 +17,8 @@ Contracts:
   so a client cannot keep talking to a stopped stand-in through its connection pool.
 - Faults (`set_fault`) are thread-safe and are taken at the start of a request to the token path;
   they never touch the API. `latency_seconds` delays every request, the API's too.
-  Transport faults ("status", "garbage", "close", "redirect", "huge", "deep", "hang") apply to
-  any request, authenticated or not; body faults ("no_access_token", "expired", "not_jwt",
+  Transport faults ("status", "garbage", "close", "redirect", "huge", "deep", "hang", "drip")
+  apply to any request, authenticated or not; body faults ("no_access_token", "expired", "not_jwt",
   "expires_in") alter an answer that would have succeeded, so they need a valid token.
 - Tokens never reach a log line, an error body or a record: records keep a fingerprint.
 - `cryptography` is an optional dependency (`rotator[demo]`); without it, construction raises.
@@ -81,6 +81,7 @@ _FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "redirect": (frozenset(), frozenset({"location"})),
     "huge": (frozenset(), frozenset({"size"})),
     "deep": (frozenset(), frozenset({"depth"})),
+    "drip": (frozenset({"interval"}), frozenset({"status"})),
 }
 _BODY_FAULTS = frozenset({"no_access_token", "expired", "not_jwt", "expires_in"})
 
@@ -106,6 +107,9 @@ class RequestRecord:
     grant_type_in: tuple[str, ...]  # where grant_type appeared: "body", "query", both or neither
     content_type: str | None
     scope: str | None
+    header_names: tuple[str, ...] = ()  # lower-cased, in the order sent; no values
+    accept_encoding: str | None = None
+    cookie: str | None = None  # the Cookie header as sent (the stand-in's cookies hold no secret)
 
 
 @dataclass
@@ -160,6 +164,10 @@ class LeanIXStandIn:
         self._issued_for: dict[str, str] = {}  # jti -> api token, for the bearer check
         self._in_flight = 0
         self._max_in_flight = 0
+        self._connections_total = 0
+        # Extra headers on every answer, e.g. a Set-Cookie as load balancers add; replace the
+        # dict to change them (read once per answer).
+        self.answer_headers: dict[str, str] = {}
         self._last_request: RequestRecord | None = None
         self._server = _Server(self, port, ssl_context)
         scheme = "https" if ssl_context else "http"
@@ -296,6 +304,9 @@ class LeanIXStandIn:
           "huge"      200 with `size` bytes of JSON (default 1 MiB)
           "deep"      200 with JSON `depth` levels deep (default 100 000)
           "hang"      wait `seconds` (other requests go on), then answer normally
+          "drip"      send the status line (`status`, default 200), then one header byte every
+                      `interval` seconds, never ending the headers, until the client leaves or
+                      the stand-in stops
         Altering a successful answer (a valid token is needed):
           "no_access_token", "expired" (`"expired": true`), "not_jwt" ("opaque-token-value"),
           "expires_in" (param `value`, sent as given: 0, -5, "3599", ...)
@@ -335,6 +346,7 @@ class LeanIXStandIn:
             self._issued = []
             self._max_in_flight = self._in_flight
             self._last_request = None
+            self._connections_total = 0
 
     @property
     def requests_total(self) -> int:
@@ -353,6 +365,12 @@ class LeanIXStandIn:
         """The most requests handled at the same time since the last `reset_counters`."""
         with self._lock:
             return self._max_in_flight
+
+    @property
+    def connections_total(self) -> int:
+        """TCP connections accepted since the last `reset_counters` (keep-alive reuses one)."""
+        with self._lock:
+            return self._connections_total
 
     @property
     def last_request(self) -> RequestRecord | None:
@@ -480,6 +498,7 @@ class LeanIXStandIn:
             if self._stopping.is_set():
                 return False
             self._connections.add(connection)
+            self._connections_total += 1
             return True
 
     def _untrack(self, connection: socket.socket) -> None:
@@ -569,6 +588,9 @@ class _Handler(BaseHTTPRequestHandler):
             ),
             content_type=self.headers.get("Content-Type"),
             scope=_first(form, "scope"),
+            header_names=tuple(name.lower() for name in self.headers),
+            accept_encoding=self.headers.get("Accept-Encoding"),
+            cookie=self.headers.get("Cookie"),
         )
         standin._begin(record, api_token)
         try:
@@ -678,6 +700,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.mode == "deep":
             depth = int(params.get("depth", 100_000))
             self._send(200, b"[" * depth + b"]" * depth)
+        elif fault.mode == "drip":
+            self.close_connection = True  # the headers never end: nothing can follow them
+            self.wfile.write(f"HTTP/1.1 {int(params.get('status', 200))} Dripping\r\n".encode())
+            self.wfile.flush()
+            while standin._pause(float(params["interval"])):
+                self.wfile.write(b"X")  # one byte of a header line that never ends
+                self.wfile.flush()
 
     def _send(
         self,
@@ -691,7 +720,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")  # as OAuth2 requires for token answers
-        for name, value in (headers or {}).items():
+        extra = cast(_Server, self.server).standin.answer_headers
+        for name, value in {**extra, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)

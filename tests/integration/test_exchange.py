@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from rotator.deadlines import WATCHDOG
 from rotator.dev.standin import LeanIXStandIn
 from rotator.errors import (
     ApiTokenRejected,
@@ -53,6 +54,13 @@ pytestmark = pytest.mark.integration
 LOOPBACK = ("127.0.0.1",)
 LEAK_WINDOW = 12
 JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]{6,}")  # base64url of '{"...': a JWT header or payload
+
+
+def wait_until(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 @dataclass
@@ -235,6 +243,27 @@ def test_source_client_id_and_scope_are_sent(rig: Rig) -> None:
     assert (request.client_id, request.scope) == ("svc-client", "read:all")
 
 
+def test_the_exchange_asks_for_an_uncompressed_answer(rig: Rig) -> None:
+    rig.exchange(rig.source(rig.token()))
+
+    request = rig.standin.last_request
+    assert request is not None
+    assert request.accept_encoding == "identity"
+
+
+def test_cookies_the_idp_sets_are_never_sent_back(rig: Rig) -> None:
+    rig.standin.answer_headers = {"Set-Cookie": "lb=instance-7; Path=/; Max-Age=3600"}
+    exchanger = rig.exchanger()
+    rig.exchange(rig.source(rig.token()), exchanger)  # one tenant's answer sets a cookie
+
+    rig.exchange(rig.source(rig.token()), exchanger)  # the next tenant's request
+
+    request = rig.standin.last_request
+    assert request is not None
+    assert request.cookie is None
+    assert "cookie" not in request.header_names
+
+
 def test_a_changed_principal_shows_in_the_next_token(rig: Rig) -> None:
     api_token = rig.token(workspace_name="acme-prod", role="ADMIN")
     rig.exchange(rig.source(api_token))
@@ -346,6 +375,60 @@ def test_an_idp_hanging_past_the_timeout_is_idp_unavailable_within_bound(rig: Ri
     # A correctness bound (the timeout is honoured), not a speed target.
     assert time.monotonic() - started < 2.5
     assert rig.standin.requests_total == 1
+
+
+def test_an_idp_dripping_its_headers_fails_at_the_overall_deadline(rig: Rig) -> None:
+    """The status line, then a header byte every 0.1 s: each read gets data well within the read
+    timeout, so only the overall deadline (twice the timeout) ends the exchange."""
+    rig.standin.set_fault("drip", interval=0.1)
+    exchanger = rig.exchanger(timeout=0.5)
+    started = time.monotonic()
+
+    exc = rig.fails(rig.source(rig.token()), IdPUnavailable, exchanger)
+
+    elapsed = time.monotonic() - started
+    assert "within the deadline" in str(exc)
+    assert 0.9 < elapsed < 2 * 0.5 + 1.0  # the deadline, plus slack for a loaded machine
+
+
+def test_a_status_line_whose_headers_never_end_is_no_answer(rig: Rig) -> None:
+    """Cut mid-headers, http.client takes the end of the stream for the end of the headers: a
+    401 whose headers never ended must not count as the API token being rejected."""
+    rig.standin.set_fault("drip", interval=0.1, status=401)
+
+    exc = rig.fails(rig.source(rig.token()), IdPUnavailable, rig.exchanger(timeout=0.5))
+
+    assert "within the deadline" in str(exc)
+
+
+def test_an_exchange_answered_in_time_is_not_cut_and_keeps_its_connection(rig: Rig) -> None:
+    rig.standin.latency_seconds = 0.3  # most of the 1 s deadline of a 0.5 s timeout
+    exchanger = rig.exchanger(timeout=0.5)
+    rig.exchange(rig.source(rig.token()), exchanger)
+    # Wait until the first exchange's deadline has passed: the watchdog handles deadlines in
+    # order, so once a later one expired, the earlier one was dealt with.
+    with WATCHDOG.deadline(1.0) as later:
+        wait_until(lambda: later.expired, timeout=5)
+
+    rig.exchange(rig.source(rig.token()), exchanger)
+
+    assert rig.standin.connections_total == 1  # the pooled connection survived its deadline
+
+
+def test_a_connection_cut_at_its_deadline_is_not_reused(rig: Rig) -> None:
+    rig.standin.set_fault("drip", interval=0.1, count=1)
+    exchanger = rig.exchanger(timeout=0.5)
+    rig.fails(rig.source(rig.token()), IdPUnavailable, exchanger)
+
+    rig.exchange(rig.source(rig.token()), exchanger)
+
+    assert rig.standin.connections_total == 2
+
+
+def test_the_exchange_deadline_is_twice_the_timeout(rig: Rig) -> None:
+    # README: shorter than a claim's lease (3 x timeout_seconds + 15 s), so no other instance
+    # can take the claim over while this exchange may still succeed.
+    assert rig.exchanger(timeout=7).deadline_seconds == 14
 
 
 def test_a_connection_closed_without_an_answer_is_idp_unavailable(rig: Rig) -> None:
@@ -547,3 +630,27 @@ def test_the_log_leak_check_sees_debug_records_of_both_sides(
 
 def _unb64(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def test_an_idp_dripping_its_headers_over_https_fails_at_the_deadline(
+    rig: Rig, tls: Tls, standin_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cutting the socket also ends a read blocked inside TLS."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    session = requests.Session()
+    session.verify = str(tls.cert)
+    exchanger = rig.exchanger(insecure=(), session=session, timeout=0.5)
+    with LeanIXStandIn(private_key=standin_key, ssl_context=tls.server) as secure:
+        api_token = rig.token(register=False)
+        secure.add_token(api_token)
+        secure.set_fault("drip", interval=0.1)
+        started = time.monotonic()
+
+        exc = rig.fails(
+            rig.source(api_token, secure.token_url, insecure=()), IdPUnavailable, exchanger
+        )
+
+        assert "within the deadline" in str(exc)
+        assert time.monotonic() - started < 2 * 0.5 + 1.0
+        exchanger.close()

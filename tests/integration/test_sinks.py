@@ -4,6 +4,7 @@ real Alertmanager, the real sentry-sdk sending to a local envelope sink, and `/m
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import socket
@@ -19,11 +20,15 @@ import requests
 import sentry_sdk
 from prometheus_client import CollectorRegistry
 
-from rotator import sentry
+from rotator import metrics, notify, sentry
 from rotator.alerting import AlertEvent, Kind, Severity
+from rotator.dev.standin import LeanIXStandIn
+from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
-from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, WebhookSink
+from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, SinkError, WebhookSink
 from rotator.redact import SECRETS, RedactingFilter
+from rotator.sources import parse_source
+from tests.rawhttp import RawServer, drip
 from tests.sinks import Alertmanager, EnvelopeSink, RecordingServer
 from tests.waiting import wait_for
 
@@ -291,6 +296,39 @@ def test_a_sink_names_itself_by_scheme_and_host_only(session: requests.Session) 
     sink = WebhookSink("https://user:pass@hooks.example.com/services/T0/B0/XYZ", HOST, session)
 
     assert sink.name == "https://hooks.example.com"
+
+
+def test_a_webhook_that_never_finishes_its_headers_fails_within_the_deadline(
+    session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify, "SINK_DEADLINE_SECONDS", 0.5)
+    server = RawServer(drip(b"HTTP/1.1 200 OK\r\n", b"X", every=0.05))
+    started = time.monotonic()
+    try:
+        with pytest.raises(SinkError, match="no answer within the deadline"):
+            WebhookSink(server.url, HOST, session).send(firing())
+    finally:
+        server.close()
+
+    assert time.monotonic() - started < 0.5 + 1.0  # slack for a loaded machine
+
+
+def test_a_webhook_answer_is_read_no_further_than_a_bound(session: requests.Session) -> None:
+    """A 200 whose body never ends: the status is all a delivery needs."""
+
+    def endless(connection: socket.socket, stopped: threading.Event) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        while not stopped.is_set():
+            connection.sendall(b"x" * 65536)
+
+    server = RawServer(endless)
+    started = time.monotonic()
+    try:
+        WebhookSink(server.url, HOST, session).send(firing())  # delivered: it answered 200
+    finally:
+        server.close()
+
+    assert time.monotonic() - started < notify.SINK_DEADLINE_SECONDS
 
 
 # --- Alertmanager ---------------------------------------------------------------------------------
@@ -571,6 +609,66 @@ def test_an_exception_message_holding_a_secret_is_redacted_before_sentry(
     assert secret not in sentry_sink.raw_text()
 
 
+def test_requests_rotator_makes_carry_no_sentry_trace_headers(
+    sentry_sink: EnvelopeSink, webhook: RecordingServer, standin: LeanIXStandIn
+) -> None:
+    """sentry-sdk's stdlib integration would add `sentry-trace` and `baggage` to every request:
+    an IdP or a webhook learns nothing of rotator's Sentry (its org, release, trace ids)."""
+    session = requests.Session()
+    api_token = "api-" + secrets.token_urlsafe(24)
+    standin.add_token(api_token)
+    exchanger = TokenExchanger(("127.0.0.1",), ("127.0.0.1",), timeout=5)
+    try:
+        WebhookSink(webhook.url, HOST, session).send(firing())
+        exchanger.exchange(
+            parse_source(
+                "acme",
+                {"api_token": api_token, "token_url": standin.token_url},
+                1,
+                ("127.0.0.1",),
+                ("127.0.0.1",),
+            )
+        )
+    finally:
+        exchanger.close()
+        session.close()
+
+    (received,) = webhook.received
+    request = standin.last_request
+    assert request is not None and request.header_names
+    for names in ({name.lower() for name in received.headers}, set(request.header_names)):
+        assert "sentry-trace" not in names
+        assert "baggage" not in names
+
+
+def test_sentry_sdks_own_debug_log_is_redacted(
+    envelope_sink: EnvelopeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SENTRY_DEBUG, sentry-sdk logs through a stderr handler of its own (URLs included)."""
+    monkeypatch.setenv("SENTRY_DEBUG", "1")
+    secret_url = f"https://hooks.example.com/services/{secrets.token_hex(12)}"
+    SECRETS.register(secret_url)
+    own_log = logging.getLogger("sentry_sdk.errors")
+    streams = [io.StringIO() for _ in own_log.handlers]
+    assert streams, "sentry-sdk installs a handler of its own when imported"
+    previous = [
+        handler.setStream(stream)  # type: ignore[attr-defined]
+        for handler, stream in zip(own_log.handlers, streams, strict=True)
+    ]
+    sentry.init(envelope_sink.dsn, host=HOST)
+    try:
+        own_log.debug("delivering to %s", secret_url)  # as the SDK's debug lines name URLs
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+        for handler, stream in zip(own_log.handlers, previous, strict=True):
+            handler.setStream(stream)  # type: ignore[attr-defined]
+
+    printed = "".join(stream.getvalue() for stream in streams)
+    assert "delivering to [REDACTED:" in printed
+    assert secret_url not in printed
+
+
 # --- /metrics and /healthz ------------------------------------------------------------------------
 
 
@@ -687,3 +785,66 @@ def test_a_stopped_metrics_server_releases_its_port(
 
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url, timeout=5)
+
+
+# --- /metrics under slow clients ------------------------------------------------------------------
+
+
+def _half_sent(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that each sent half a request line and then nothing."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        client.sendall(b"GET /metr")
+        clients.append(client)
+    return clients
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    try:
+        return client.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_clients_hold_no_threads_and_metrics_still_answers(
+    registry: CollectorRegistry, health: Health
+) -> None:
+    RotatorMetrics(registry).vault_up.set(1)
+    server = MetricsServer("127.0.0.1:0", registry, health).start()
+    before = threading.active_count()
+    clients = _half_sent(server.port, 200)
+    try:
+        # Every slow client has been accepted (a complete request after them is answered).
+        started = time.monotonic()
+        response = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        answered_in = time.monotonic() - started
+
+        threads = threading.active_count() - before
+        assert threads <= metrics.WORKERS, f"{threads} threads more for 200 slow clients"
+        assert response.status_code == 200
+        assert "rotator_vault_up 1.0" in response.text
+        assert answered_in < 1.0
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_a_half_sent_request_is_closed_after_the_timeout(
+    registry: CollectorRegistry, health: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    server = MetricsServer("127.0.0.1:0", registry, health).start()
+    clients = _half_sent(server.port, 5)
+    started = time.monotonic()
+    try:
+        wait_for(lambda: all(_closed_by_server(c) for c in clients), 10, "the server to close")
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+    assert time.monotonic() - started < 0.5 + 1.0  # the timeout, plus slack for a loaded machine

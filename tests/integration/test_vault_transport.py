@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,10 +14,12 @@ import pytest
 
 from rotator import config as config_module
 from rotator import vault as vault_module
+from rotator import vaulthttp
 from rotator.dev.devvault import DevVault, free_port
 from rotator.errors import VaultError, VaultUnavailable
 from rotator.vault import VaultStore
 from rotator.vaulthttp import VaultHTTP
+from tests.rawhttp import RawServer, answer_with, drip
 
 TOKEN = "hvs.transport-test-token-value"
 
@@ -204,3 +207,57 @@ def test_a_vault_without_the_detailed_listing_is_read_one_by_one(
 
     # Asked once; after "unsupported path" the store does not ask again.
     assert seen.count("LIST /v1/secret/detailed-metadata/leanix/access-tokens") == 1
+
+
+@pytest.fixture
+def raw_servers() -> Iterator[list[RawServer]]:
+    made: list[RawServer] = []
+    yield made
+    for server in made:
+        server.close()
+
+
+def test_a_200_answer_that_is_not_json_is_a_vault_error(raw_servers: list[RawServer]) -> None:
+    server = RawServer(answer_with(b"<html>502 Bad Gateway</html>"))
+    raw_servers.append(server)
+
+    with pytest.raises(VaultError, match="not JSON"):
+        _connect(server.url)
+
+
+def test_an_answer_over_the_size_cap_is_refused(
+    raw_servers: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vaulthttp, "MAX_BODY_BYTES", 64 * 1024)
+    server = RawServer(answer_with(b'{"data": "' + b"x" * (1024 * 1024) + b'"}'))
+    raw_servers.append(server)
+
+    with pytest.raises(VaultError, match="larger than 64 KiB"):
+        _connect(server.url)
+
+
+def test_the_size_cap_is_32_mib() -> None:
+    assert vaulthttp.MAX_BODY_BYTES == 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("head", "byte"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X"),  # the headers never end
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b" "),  # the body never ends
+    ],
+    ids=["headers", "body"],
+)
+def test_a_vault_dripping_its_answer_is_cut_off_at_the_deadline(
+    raw_servers: list[RawServer], monkeypatch: pytest.MonkeyPatch, head: bytes, byte: bytes
+) -> None:
+    monkeypatch.setattr(vault_module, "VAULT_TIMEOUT_SECONDS", 0.5)
+    server = RawServer(drip(head, byte, every=0.1))
+    raw_servers.append(server)
+    started = time.monotonic()
+
+    with pytest.raises(VaultUnavailable, match="within the deadline"):
+        _connect(server.url)
+
+    # The deadline is twice the timeout; the slack is for a loaded 2-core machine.
+    assert time.monotonic() - started < 2 * 0.5 + 1.0

@@ -21,7 +21,7 @@ from rotator.records import (
     release_record,
     settled_output_version,
 )
-from rotator.tokens import ISSUANCE_LOG_KEY, ISSUANCE_LOGGED_KEY, AccessToken
+from rotator.tokens import ISSUANCE_LOG_KEY, ISSUANCE_LOGGED_KEY, MAX_CLOCK_SKEW, AccessToken
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
@@ -108,7 +108,7 @@ def test_record_keeps_the_announcement_and_adds_expiry_and_the_issuance() -> Non
     assert recorded["issued_at"] == "2026-11-29T12:00:00Z"
     assert recorded["expires_at"] == "2026-11-29T12:59:59Z"
     assert recorded[ISSUANCE_LOGGED_KEY] == token().fingerprint
-    assert SecretVersion({}, 1, recorded).issuances == (T0 + timedelta(minutes=1),)
+    assert SecretVersion({}, 1, recorded).issuances == (T0 + timedelta(minutes=1) + MAX_CLOCK_SKEW,)
     assert {key: recorded[key] for key in announced} == announced
 
 
@@ -133,7 +133,9 @@ def test_metadata_knows_the_recorded_expiry_and_counts_by_log_or_history() -> No
     history = (T0 - timedelta(minutes=3), T0)
 
     assert OutputMetadata(1, recorded, history).expires_at == T0 + timedelta(seconds=3599)
-    assert OutputMetadata(1, recorded, history).issuances == (T0 + timedelta(minutes=1),)
+    assert OutputMetadata(1, recorded, history).issuances == (
+        T0 + timedelta(minutes=1) + MAX_CLOCK_SKEW,
+    )
     assert OutputMetadata(1, {}, history).issuances == history
     assert OutputMetadata(1, {"expires_at": "yesterday"}, ()).expires_at is None
 

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from rotator.alerting import expiry_observations
 from rotator.errors import HostNotAllowed, SourceError
 from rotator.sources import (
     LEANIX_TOKEN_PATH,
@@ -502,3 +503,40 @@ def test_a_bad_lifecycle_field_is_named_without_echoing_it(
 
     assert message in str(error)
     assert str(value) not in str(error) or isinstance(value, int)
+
+
+# --- out-of-range times are bad input, not a crash later ---
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1900-01-01T00:00:00Z"],
+)
+def test_an_api_token_expiry_outside_the_sane_window_is_refused_naming_the_field(
+    value: str,
+) -> None:
+    data = {"api_token": API_TOKEN, "host": "acme.leanix.net", "api_token_expires_at": value}
+
+    assert "'api_token_expires_at'" in str(refused(data))
+
+
+@given(
+    moment=st.datetimes(),
+    offset=st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m))),
+)
+@example(datetime(1, 1, 1), timezone(timedelta(hours=14)))
+@example(datetime(9999, 12, 31, 23, 59, 59), timezone(-timedelta(hours=14)))
+def test_an_accepted_api_token_expiry_never_overflows_the_expiry_alert(
+    moment: datetime, offset: timezone
+) -> None:
+    data = {
+        "api_token": API_TOKEN,
+        "host": "acme.leanix.net",
+        "api_token_expires_at": moment.replace(tzinfo=offset).isoformat(),
+    }
+    try:
+        source = parse(data)
+    except SourceError:
+        return
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    expiry_observations("acme", None, None, 0.8, source.api_token_expires_at, now)
