@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rotator.outcome import FailureKind, Outcome, Reason, State
+from rotator.outcome import ApiTokenOutcome, FailureKind, Outcome, Reason, Replacement, State
 from rotator.tokens import format_time
 
 
@@ -31,6 +31,10 @@ class Kind(StrEnum):
     PRINCIPAL_CHANGED = "principal_changed"
     VAULT_UNAVAILABLE = "vault_unavailable"
     VAULT_WRITE_FAILED = "vault_write_failed"
+    API_TOKEN_REPLACE_FAILED = "api_token_replace_failed"
+    API_TOKEN_PROMOTED = "api_token_promoted"
+    TECHNICAL_USER_MISSING = "technical_user_missing"
+    UNMANAGED_TECHNICAL_USER = "unmanaged_technical_user"
 
 
 class Severity(StrEnum):
@@ -296,3 +300,32 @@ def expiry_observations(
     else:
         found.append(Observation(Kind.API_TOKEN_EXPIRING, name, False))
     return found
+
+
+PROMOTED_RESOLVES_AFTER = timedelta(days=1)  # healthy that long after a promotion: resolved
+
+
+def api_token_observations(outcome: ApiTokenOutcome) -> list[Observation]:
+    """`api_token_replace_failed` and `api_token_promoted` from one lifecycle pass. A pass that
+    did nothing says nothing about either (a failure stays firing until a replacement works)."""
+    name = outcome.name
+    if outcome.result is Replacement.FAILED:
+        text = f"{name}: replacing the API token failed: {outcome.error or 'see the log'}"
+        return [Observation(Kind.API_TOKEN_REPLACE_FAILED, name, True, Severity.CRITICAL, text)]
+    if outcome.result is Replacement.REPLACED:
+        return [Observation(Kind.API_TOKEN_REPLACE_FAILED, name, False)]
+    if outcome.result is Replacement.PROMOTED:
+        text = f"{name}: the API token was rejected; api_token_next took its place"
+        return [Observation(Kind.API_TOKEN_PROMOTED, name, True, Severity.WARNING, text)]
+    return []
+
+
+def promotion_over(promoted_at: datetime | None, healthy: bool, now: datetime) -> bool:
+    """Whether a promotion's alert resolves: the token has been healthy for a day since."""
+    return promoted_at is not None and healthy and now - promoted_at >= PROMOTED_RESOLVES_AFTER
+
+
+def technical_user_observation(name: str, missing: bool) -> Observation:
+    """`technical_user_missing` for a source whose technical_user_id MTM was asked about."""
+    text = f"{name}: MTM no longer knows the technical user of this source's API token"
+    return Observation(Kind.TECHNICAL_USER_MISSING, name, missing, Severity.CRITICAL, text)

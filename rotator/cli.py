@@ -11,21 +11,27 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from rotator import __version__, report
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.errors import ConfigError, VaultAuthError, VaultError
+from rotator.outcome import ApiTokenOutcome, Replacement
 from rotator.redact import install_filter
-from rotator.service import build_rotator, run_service
+from rotator.replacement import ApiTokens
+from rotator.rotation import Rotator
+from rotator.service import build_api_tokens, build_rotator, run_service
+from rotator.sources import is_valid_name
 
 logger = logging.getLogger("rotator")
 
 EXIT_OK, EXIT_FAILING, EXIT_USAGE, EXIT_VAULT = 0, 1, 2, 3
+_T = TypeVar("_T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("names", nargs="*", metavar="NAME")
     rotate.add_argument("--all", action="store_true", help="every token under the source prefix")
     rotate.add_argument("--json", action="store_true", help="machine-readable report")
+    plan = verbs.add_parser(
+        "plan", parents=[common], help="read-only: every token's next action, when and why"
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable report")
+    replace = verbs.add_parser(
+        "replace-api-token",
+        parents=[common],
+        help="replace the long-lived API token at LeanIX MTM now (staged; see the README)",
+    )
+    replace.add_argument("names", nargs="+", metavar="NAME")
+    replace.add_argument(
+        "--dry-run", action="store_true", help="only prove every step would be allowed"
+    )
     verbs.add_parser("validate-config", parents=[common], help="load and check the config file")
     demo = verbs.add_parser("demo", parents=[common], help="everything local, with live status")
     demo.add_argument(
@@ -131,20 +150,78 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     rotator = build_rotator(config)
     if args.verb == "run":
         return run_service(config, rotator)
+    keeper = build_api_tokens(rotator)
+    try:
+        if args.verb == "plan":
+            return _plan(rotator, keeper, args.json)
+        if args.verb == "replace-api-token":
+            return _replace(keeper, args.names, dry_run=args.dry_run)
+        return _report(args, rotator, keeper)
+    finally:
+        keeper.mtm.close()
+        rotator.exchanger.close()
+
+
+def _report(args: argparse.Namespace, rotator: Rotator, keeper: ApiTokens) -> int:
+    """`check`, `status` and `rotate`: one row per token."""
+    lifecycles: list[ApiTokenOutcome | None] | None = None
     if args.verb == "check":
-        outcomes = rotator.run_cycle()
+        pairs = _each(rotator, rotator.discover(), keeper.pass_over)
+        outcomes = [outcome for outcome, _ in pairs]
+        lifecycles = [lifecycle for _, lifecycle in pairs]
     elif args.verb == "status":
-        names = rotator.discover()
-        with ThreadPoolExecutor(max_workers=config.exchange.max_workers) as pool:
-            outcomes = list(pool.map(rotator.inspect, names))
+        outcomes = _each(rotator, rotator.discover(), rotator.inspect)
     else:  # rotate
         if bool(args.names) == bool(args.all):
             print("rotator rotate: give token NAMEs or --all, not both", file=sys.stderr)
             return EXIT_USAGE
         outcomes = rotator.run_cycle(None if args.all else args.names, force=True)
     counts = rotator.issuance_counts(outcomes)
-    sys.stdout.write(report.render(outcomes, counts, datetime.now(UTC), as_json=args.json))
-    return EXIT_OK if all(outcome.healthy for outcome in outcomes) else EXIT_FAILING
+    now = datetime.now(UTC)
+    sys.stdout.write(report.render(outcomes, counts, now, as_json=args.json, api_tokens=lifecycles))
+    failed = any(
+        item is not None and item.result is Replacement.FAILED for item in lifecycles or ()
+    )
+    return EXIT_OK if all(o.healthy for o in outcomes) and not failed else EXIT_FAILING
+
+
+def _plan(rotator: Rotator, keeper: ApiTokens, as_json: bool) -> int:
+    """`plan`: every token's next actions, read-only."""
+    names = rotator.discover()
+    planned = _each(rotator, names, lambda n: [rotator.planned(n), *keeper.planned(n)])
+    flat = [item for items in planned for item in items]
+    sys.stdout.write(report.render_plan(flat, datetime.now(UTC), as_json=as_json))
+    unhealthy = {"fix the source secret", "wait for the issuance cap"}
+    return EXIT_FAILING if any(item.action in unhealthy for item in flat) else EXIT_OK
+
+
+def _replace(keeper: ApiTokens, names: list[str], *, dry_run: bool) -> int:
+    """`replace-api-token`: replace each token's API token now, or prove it would work."""
+    for name in names:
+        if not is_valid_name(name):
+            print(f"rotator replace-api-token: {name!r} is not a token name", file=sys.stderr)
+            return EXIT_USAGE
+    if dry_run:
+        checks = [(name, keeper.dry_run(name)) for name in names]
+        sys.stdout.write(report.render_checks(checks))
+        passed = all(check.ok for _, found in checks for check in found)
+        return EXIT_OK if passed else EXIT_FAILING
+    results = [keeper.pass_over(name, requested=True) for name in names]
+    outcomes = [outcome for outcome, _ in results]
+    lifecycles: list[ApiTokenOutcome | None] = [lifecycle for _, lifecycle in results]
+    counts = keeper.rotator.issuance_counts(outcomes)
+    sys.stdout.write(
+        report.render(outcomes, counts, datetime.now(UTC), as_json=False, api_tokens=lifecycles)
+    )
+    replaced = all(item is not None and item.result is Replacement.REPLACED for item in lifecycles)
+    return EXIT_OK if replaced and all(o.healthy for o in outcomes) else EXIT_FAILING
+
+
+def _each(rotator: Rotator, names: list[str], work: Callable[[str], _T]) -> list[_T]:
+    """`work` for every name, at most `max_workers` at once, in name order."""
+    workers = max(1, min(rotator.config.exchange.max_workers, len(names)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verb") as pool:
+        return list(pool.map(work, sorted(names)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ Jobs:
 - `check` every `check_interval_seconds` (and right after start): probes Vault, reads each output
   secret's metadata, pulls a token's job forward when its output changed under it, disappeared or
   expired, re-adds any job that went missing, and feeds the monitor (alerts, metrics). Each check
-  is one Sentry Crons check-in when Sentry is configured.
+  is one Sentry Crons check-in when Sentry is configured;
+- `lookup` every `api_tokens.lookup_interval_seconds` (and soon after start): reads the technical
+  user of every source that names one at MTM (`replacement.ApiTokens.look_up`): its API token's
+  expiry, and whether it still exists.
+
+With an `ApiTokens` keeper, each token job runs the API-token lifecycle after the rotation
+(`ApiTokens.pass_over`): a due replacement, a promotion of api_token_next, an interrupted
+replacement rolled forward.
 
 `Daemon.start()` returns once the first discovery succeeded; `Daemon.stop()` drains in-flight
 work. `run_forever` owns the signal handlers: SIGTERM and SIGINT stop the daemon and return 0.
@@ -32,11 +39,12 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rotator import policy
-from rotator.errors import ConfigError, FailureKind, VaultAuthError, VaultError
+from rotator.errors import ConfigError, FailureKind, MtmError, VaultAuthError, VaultError
 from rotator.monitor import Monitor
-from rotator.outcome import Outcome, Reason, State
+from rotator.outcome import ApiTokenOutcome, Outcome, Reason, State
 from rotator.plan import Look, plan_check
 from rotator.policy import VaultTokenAction
+from rotator.replacement import ApiTokens
 from rotator.rotation import Rotator
 from rotator.systemd import SystemdNotifier
 
@@ -45,6 +53,7 @@ logger = logging.getLogger(__name__)
 # A job is never re-added to run sooner than this: APScheduler counts a job as running until its
 # function has returned, and a date job re-added "now" would be skipped as a second instance.
 MIN_RESCHEDULE_SECONDS = 1.0
+LOOKUP_DELAY_SECONDS = 10.0  # the first lookup, after the first token jobs read the sources
 
 
 class CheckIns(Protocol):
@@ -66,9 +75,12 @@ class Daemon:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         systemd: SystemdNotifier | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        api_tokens: ApiTokens | None = None,
     ) -> None:
-        """`clock` schedules jobs; `monotonic` times the checks that `is_healthy` judges."""
+        """`clock` schedules jobs; `monotonic` times the checks that `is_healthy` judges.
+        `api_tokens` keeps the long-lived API tokens (None: rotation only)."""
         self.rotator = rotator
+        self.api_tokens = api_tokens
         self.monitor = monitor or Monitor(rotator.config)
         self.systemd = systemd or SystemdNotifier({})
         self._check_ins = check_ins
@@ -123,6 +135,16 @@ class Daemon:
             run_date=self._clock() + timedelta(seconds=MIN_RESCHEDULE_SECONDS),
             id="vault-token",
         )
+        if self.api_tokens is not None:
+            self._scheduler.add_job(
+                self._look_up,
+                "interval",
+                seconds=self.rotator.config.api_tokens.lookup_interval_seconds,
+                id="lookup",
+                max_instances=1,
+                # After the first token jobs have read every source.
+                next_run_time=self._clock() + timedelta(seconds=LOOKUP_DELAY_SECONDS),
+            )
         if self.systemd.watchdog_seconds:
             # Pinged from a scheduler job, so a wedged scheduler stops the pings and systemd
             # restarts the service.
@@ -148,13 +170,24 @@ class Daemon:
             self._stopping = True
         self._scheduler.shutdown(wait=wait)
 
-    def reload(self, rotator: Rotator, check_ins: CheckIns | None) -> None:
-        """Carry on with a rotator (and check-ins) built from a new config (SIGHUP): tokens keep
-        their jobs and their Vault state, so nothing valid is re-issued; the periodic jobs take
-        the new intervals."""
+    def reload(
+        self, rotator: Rotator, check_ins: CheckIns | None, api_tokens: ApiTokens | None
+    ) -> None:
+        """Carry on with a rotator (check-ins, API-token keeper) built from a new config
+        (SIGHUP): tokens keep their jobs and their Vault state, so nothing valid is re-issued;
+        the periodic jobs take the new intervals."""
         self.systemd.reloading(time.monotonic_ns() // 1000)
         self.rotator = rotator
         self._check_ins = check_ins
+        self.api_tokens = api_tokens
+        if api_tokens is not None:
+            self._on_scheduler(
+                lambda: self._scheduler.reschedule_job(
+                    "lookup",
+                    trigger="interval",
+                    seconds=rotator.config.api_tokens.lookup_interval_seconds,
+                )
+            )
         schedule = rotator.config.schedule
         self._scheduler.reschedule_job(
             "discover", trigger="interval", seconds=schedule.discovery_interval_seconds
@@ -188,8 +221,12 @@ class Daemon:
     def _tick(self, name: str) -> None:
         with self._lock:
             self._in_flight.add(name)
+        lifecycle: ApiTokenOutcome | None = None
         try:
-            outcome = self.rotator.rotate_one(name)
+            if self.api_tokens is not None:
+                outcome, lifecycle = self.api_tokens.pass_over(name)
+            else:
+                outcome = self.rotator.rotate_one(name)
             with self._lock:
                 if name not in self._names:
                     return
@@ -204,11 +241,32 @@ class Daemon:
                 # Vault refused our token (revoked, expired): log in again now, not at the next
                 # routine look; that job keeps its own backoff, so this cannot loop fast.
                 self._wake_token_job()
-            self._schedule(name, outcome.next_at)
+            next_at = outcome.next_at
+            if lifecycle is not None and lifecycle.next_at is not None:
+                next_at = min(next_at, lifecycle.next_at)
+            self._schedule(name, next_at)
         finally:
             with self._lock:
                 self._in_flight.discard(name)
         self.monitor.record(outcome)
+        if lifecycle is not None:
+            self.monitor.record_api_token(lifecycle)
+
+    def _look_up(self) -> None:
+        """Every source's technical user at MTM: its API token's expiry, whether it exists."""
+        keeper = self.api_tokens
+        if keeper is None:
+            return
+        for name in sorted(self.names):
+            try:
+                found = keeper.look_up(name)
+            except (VaultError, MtmError) as exc:
+                logger.warning("token %s: looking up its technical user failed: %s", name, exc)
+                continue
+            if found is not None:
+                self.monitor.technical_user(
+                    name, missing=found.missing, expires_at=found.expires_at
+                )
 
     def _discover(self) -> None:
         try:

@@ -77,24 +77,8 @@ class TokenExchanger:
         self.deadline_seconds = DEADLINE_FACTOR * timeout
         self._clock = clock
         self._watchdog = watchdog
-        if session is None:
-            session = requests.Session()
-            # REQUESTS_CA_BUNDLE, as requests would honour it with trust_env on.
-            bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
-            session.verify = bundle or True
-        install(session, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        # Answers from one tenant's token endpoint (a load balancer's affinity cookie, say)
-        # must not ride along with the next tenant's request.
-        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        session.cookies.clear()
-        session.headers["User-Agent"] = USER_AGENT
-        # trust_env off: requests would otherwise re-read the whole environment for proxies on
-        # every request (a quarter of rotator's CPU in a profile). Proxies from HTTPS_PROXY /
-        # NO_PROXY are resolved once per host instead; ~/.netrc is never consulted.
-        session.trust_env = False
-        self._session = session
-        self._environ = environ
-        self._proxies: dict[str, dict[str, str]] = {}
+        self._session = leanix_session(pool_size, environ, session)
+        self._proxies = ProxyCache(environ)
 
     def close(self) -> None:
         self._session.close()
@@ -132,7 +116,7 @@ class TokenExchanger:
                 timeout=(self._timeout, self._timeout),
                 allow_redirects=False,
                 stream=True,
-                proxies=self._proxies_for(source.token_url),
+                proxies=self._proxies.get(source.token_url),
             )
         except requests.exceptions.Timeout:
             raise IdPUnavailable(
@@ -177,34 +161,89 @@ class TokenExchanger:
             require_jwt=source.issues_jwts,
         )
 
-    def _proxies_for(self, url: str) -> dict[str, str]:
-        """The environment's proxies for `url`'s scheme and host, resolved once per pair."""
+    def _read_body(self, response: requests.Response, deadline: Deadline, name: str) -> bytes:
+        what = f"token endpoint answer for {name!r}"
+        try:
+            return read_capped(response, MAX_BODY_BYTES, deadline)
+        except BodyTooLarge:
+            raise InvalidResponse(f"{what} exceeds {MAX_BODY_BYTES} bytes") from None
+        except BodyTooSlow:
+            raise IdPUnavailable(f"{what} took too long") from None
+        except BodyCutOff as exc:
+            raise IdPUnavailable(f"{what} was cut off ({exc})") from None
+
+
+# --- the transport rules of every request to LeanIX (the token endpoint and MTM) -----------------
+
+
+def leanix_session(
+    pool_size: int, environ: Mapping[str, str], session: requests.Session | None = None
+) -> requests.Session:
+    """A pooled session held to rotator's transport rules: deadline-aware adapters without
+    retries (`deadlines.install`), no cookies, no environment lookups per request. `session`:
+    for tests (its adapters are replaced unless they are deadline-aware already)."""
+    if session is None:
+        session = requests.Session()
+        # REQUESTS_CA_BUNDLE, as requests would honour it with trust_env on.
+        bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
+        session.verify = bundle or True
+    install(session, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    # Answers from one tenant (a load balancer's affinity cookie, say) must not ride along with
+    # the next tenant's request.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    session.cookies.clear()
+    session.headers["User-Agent"] = USER_AGENT
+    # trust_env off: requests would otherwise re-read the whole environment for proxies on every
+    # request (a quarter of rotator's CPU in a profile). Proxies from HTTPS_PROXY / NO_PROXY are
+    # resolved once per host instead (`ProxyCache`); ~/.netrc is never consulted.
+    session.trust_env = False
+    return session
+
+
+class ProxyCache:
+    """The environment's proxies per scheme and host, resolved once per pair."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._proxies: dict[str, dict[str, str]] = {}
+
+    def get(self, url: str) -> dict[str, str]:
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.hostname}"
         if key not in self._proxies:
             self._proxies[key] = environ_proxies(url, self._environ)
         return self._proxies[key]
 
-    def _read_body(self, response: requests.Response, deadline: Deadline, name: str) -> bytes:
-        """At most MAX_BODY_BYTES of the (decoded) body, read before the deadline (the watchdog
-        cuts the connection then, which ends a blocked read at once)."""
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            while chunk := response.raw.read1(8192, decode_content=True):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise InvalidResponse(
-                        f"token endpoint answer for {name!r} exceeds {MAX_BODY_BYTES} bytes"
-                    )
-                if deadline.expired:
-                    raise IdPUnavailable(f"token endpoint answer for {name!r} took too long")
-                chunks.append(chunk)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise IdPUnavailable(
-                f"token endpoint answer for {name!r} was cut off ({type(exc).__name__})"
-            ) from None
-        return b"".join(chunks)
+
+class BodyTooLarge(Exception):
+    """The answer's body is larger than the caller accepts."""
+
+
+class BodyTooSlow(Exception):
+    """The deadline passed while the body was read."""
+
+
+class BodyCutOff(Exception):
+    """The connection ended in the middle of the body; the message names the transport error."""
+
+
+def read_capped(response: requests.Response, limit: int, deadline: Deadline) -> bytes:
+    """At most `limit` bytes of the (decoded) body, read before the deadline (the watchdog cuts
+    the connection then, which ends a blocked read at once). Raises `BodyTooLarge`,
+    `BodyTooSlow` or `BodyCutOff`, which the caller turns into its own errors."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := response.raw.read1(8192, decode_content=True):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            if deadline.expired:
+                raise BodyTooSlow
+            chunks.append(chunk)
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise BodyCutOff(type(exc).__name__) from None
+    return b"".join(chunks)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

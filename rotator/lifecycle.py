@@ -223,7 +223,8 @@ def plan_api_token(facts: ApiTokenFacts, rules: LifecycleRules) -> LifecyclePlan
         if source.version > intent.version:
             if facts.output_source_version == source.version:
                 return LifecyclePlan(Step.CLEAR, Why.DONE)
-            return LifecyclePlan(Step.NONE, Why.PENDING, now)
+            # Stored: the rotation exchanges the new version as soon as it may (its own timing).
+            return LifecyclePlan(Step.NONE, Why.PENDING)
         verdict = facts.api_token.since(intent.since)
         if verdict is Verdict.WORKS:
             return LifecyclePlan(Step.CLEAR, Why.NEVER_HAPPENED)

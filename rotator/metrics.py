@@ -24,6 +24,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from rotator.errors import FailureKind
 
+REPLACEMENT_RESULTS = ("success", "failed")
+
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 5.0  # a request's head must arrive in full within this of connecting
@@ -91,16 +93,43 @@ class RotatorMetrics:
             "The configured issuance cap per token (alerts.max_issuances_per_hour).",
             registry=registry,
         )
+        self.api_token_expires = Gauge(
+            "rotator_api_token_expires_timestamp_seconds",
+            "When the long-lived API token expires (Unix time), from the source or MTM.",
+            ["token"],
+            registry=registry,
+        )
+        self.replacements = Counter(
+            "rotator_api_token_replacements",
+            "Replacements of the API token at MTM, by token and result (success, failed).",
+            ["token", "result"],
+            registry=registry,
+        )
+        self.next_healthy = Gauge(
+            "rotator_api_token_next_healthy",
+            "1 while the staged api_token_next works at the IdP, 0 when it is rejected.",
+            ["token"],
+            registry=registry,
+        )
 
     def forget(self, token: str) -> None:
         """Remove every series of a token that is no longer managed."""
-        for gauge in (self.expires, self.healthy, self.issuances):
+        for gauge in (
+            self.expires,
+            self.healthy,
+            self.issuances,
+            self.api_token_expires,
+            self.next_healthy,
+        ):
             with contextlib.suppress(KeyError):
                 gauge.remove(token)
         # Every result rotation reports: "success" and each failure kind.
         for result in ("success", *FailureKind):
             with contextlib.suppress(KeyError):
                 self.exchanges.remove(token, result)
+        for result in REPLACEMENT_RESULTS:
+            with contextlib.suppress(KeyError):
+                self.replacements.remove(token, result)
 
 
 class _Handler(BaseHTTPRequestHandler):

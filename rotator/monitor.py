@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from rotator import policy
+from rotator import alerting, policy
 from rotator.alerting import (
     AlertBook,
     AlertEvent,
@@ -24,9 +24,10 @@ from rotator.alerting import (
     token_observations,
 )
 from rotator.config import Config
+from rotator.lifecycle import Verdict
 from rotator.metrics import RotatorMetrics
 from rotator.notify import Notifier
-from rotator.outcome import Outcome, State
+from rotator.outcome import ApiTokenOutcome, Outcome, Replacement, State
 from rotator.records import OutputMetadata
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _Known:
     expires_at: datetime | None = None
     lifetime: timedelta | None = None
     api_token_expires_at: datetime | None = None
+    promoted_at: datetime | None = None  # api_token_next took the api_token's place then
 
 
 class Monitor:
@@ -76,11 +78,52 @@ class Monitor:
                 known.lifetime = outcome.output.lifetime
             if outcome.api_token_expires_at is not None or outcome.state is not State.FAILING:
                 known.api_token_expires_at = outcome.api_token_expires_at
+            promotion_over = alerting.promotion_over(known.promoted_at, outcome.healthy, now)
+            if promotion_over:
+                known.promoted_at = None
+            api_token_expires_at = known.api_token_expires_at
         if self.metrics is not None:
             self.metrics.healthy.labels(outcome.name).set(1 if outcome.healthy else 0)
             if outcome.output is not None:
                 self.metrics.expires.labels(outcome.name).set(outcome.output.expires_at.timestamp())
-        self._apply(token_observations(outcome, now) + self._expiry(outcome.name, now), now)
+            if api_token_expires_at is not None:
+                self.metrics.api_token_expires.labels(outcome.name).set(
+                    api_token_expires_at.timestamp()
+                )
+        observations = token_observations(outcome, now) + self._expiry(outcome.name, now)
+        if promotion_over:
+            observations.append(Observation(Kind.API_TOKEN_PROMOTED, outcome.name, False))
+        self._apply(observations, now)
+
+    def record_api_token(self, outcome: ApiTokenOutcome) -> None:
+        """After one pass of a token's API-token lifecycle: replacements, promotions, the staged
+        api_token_next."""
+        now = self._clock()
+        if outcome.result is Replacement.PROMOTED:
+            with self._lock:
+                self._known.setdefault(outcome.name, _Known()).promoted_at = now
+        if self.metrics is not None:
+            if outcome.result is Replacement.REPLACED:
+                self.metrics.replacements.labels(outcome.name, "success").inc()
+            elif outcome.result is Replacement.FAILED:
+                self.metrics.replacements.labels(outcome.name, "failed").inc()
+            if outcome.next_token in (Verdict.WORKS, Verdict.REJECTED):
+                self.metrics.next_healthy.labels(outcome.name).set(
+                    1 if outcome.next_token is Verdict.WORKS else 0
+                )
+        self._apply(alerting.api_token_observations(outcome), now)
+
+    def technical_user(self, name: str, *, missing: bool, expires_at: datetime | None) -> None:
+        """After MTM was asked about a source's technical user: whether it still exists, and
+        its API token's expiry there."""
+        now = self._clock()
+        if expires_at is not None:
+            with self._lock:
+                self._known.setdefault(name, _Known()).api_token_expires_at = expires_at
+            if self.metrics is not None:
+                self.metrics.api_token_expires.labels(name).set(expires_at.timestamp())
+        observations = [alerting.technical_user_observation(name, missing)]
+        self._apply(observations + self._expiry(name, now), now)
 
     def record_exchange(self, name: str, result: str, seconds: float) -> None:
         """After one request to the IdP (the Rotator's `on_exchange` hook)."""

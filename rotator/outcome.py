@@ -13,9 +13,20 @@ from datetime import datetime
 from enum import StrEnum
 
 from rotator.errors import FailureKind
+from rotator.lifecycle import Step, Verdict, Why
 from rotator.tokens import AccessToken, Principal
 
-__all__ = ["Failure", "FailureKind", "Outcome", "Reason", "State"]
+__all__ = [
+    "ApiTokenOutcome",
+    "Check",
+    "Failure",
+    "FailureKind",
+    "Outcome",
+    "Planned",
+    "Reason",
+    "Replacement",
+    "State",
+]
 
 
 class State(StrEnum):
@@ -84,3 +95,48 @@ class Outcome:
     def healthy(self) -> bool:
         """True when the token works and consumers hold a valid access token."""
         return self.state in (State.FRESH, State.REFRESHED)
+
+
+class Replacement(StrEnum):
+    """What became of the API token in one lifecycle pass (`replacement.ApiTokens.step`)."""
+
+    NOTHING = "nothing"  # nothing was due, or it has to wait (see `plan`)
+    REPLACED = "replaced"  # a new API token from MTM is stored
+    PROMOTED = "promoted"  # api_token_next became the api_token
+    FAILED = "failed"  # a due or requested replacement did not complete
+    PENDING = "pending"  # a new API token is held in memory; Vault did not take it yet
+
+
+@dataclass(frozen=True)
+class ApiTokenOutcome:
+    """What one pass of the API-token lifecycle came to for one token."""
+
+    name: str
+    result: Replacement
+    plan: Step  # the last step planned
+    why: Why
+    next_at: datetime | None = None  # when the lifecycle wants to look again (None: no need)
+    error: str | None = None  # never a secret value
+    next_token: Verdict | None = None  # api_token_next's last verdict; None: there is none
+    api_token_expires_at: datetime | None = None
+    rotation: Outcome | None = None  # the last rotation this pass made (proving a new token)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One action `rotator plan` expects for a token: what, when (None: no set time), why."""
+
+    name: str
+    action: str  # e.g. "refresh", "wait for the issuance cap", "replace the API token"
+    at: datetime | None
+    why: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One step an API-token replacement would take, as `replace-api-token --dry-run` proves
+    it."""
+
+    what: str
+    ok: bool
+    detail: str = ""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from rotator.outcome import Outcome
+from rotator.outcome import ApiTokenOutcome, Check, Outcome, Planned, Replacement
 from rotator.redact import SECRETS
 from rotator.tokens import format_time
 
@@ -25,23 +25,38 @@ def render(
     now: datetime,
     *,
     as_json: bool,
+    api_tokens: Sequence[ApiTokenOutcome | None] | None = None,
 ) -> str:
     """The report of `outcomes`; `issuances[i]` is the issuances-last-hour count of the i-th
-    (None: unknown)."""
-    table = rows(outcomes, issuances, now)
+    (None: unknown), `api_tokens[i]` what its API-token lifecycle did (`check`)."""
+    table = rows(outcomes, issuances, now, api_tokens)
     text = _json(table, now) if as_json else _table(table)
     return SECRETS.redact(text)
 
 
 def rows(
-    outcomes: Sequence[Outcome], issuances: Sequence[int | None], now: datetime
+    outcomes: Sequence[Outcome],
+    issuances: Sequence[int | None],
+    now: datetime,
+    api_tokens: Sequence[ApiTokenOutcome | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON-ready row per outcome."""
-    return [_row(outcome, count, now) for outcome, count in zip(outcomes, issuances, strict=True)]
+    lifecycles = list(api_tokens) if api_tokens is not None else [None] * len(outcomes)
+    return [
+        _row(outcome, count, now, lifecycle)
+        for outcome, count, lifecycle in zip(outcomes, issuances, lifecycles, strict=True)
+    ]
 
 
-def _row(outcome: Outcome, issuances: int | None, now: datetime) -> dict[str, Any]:
+def _row(
+    outcome: Outcome, issuances: int | None, now: datetime, lifecycle: ApiTokenOutcome | None
+) -> dict[str, Any]:
     token = outcome.output
+    expiry = outcome.api_token_expires_at
+    if lifecycle is not None and lifecycle.api_token_expires_at is not None:
+        expiry = lifecycle.api_token_expires_at
+    next_token = lifecycle.next_token if lifecycle is not None else None
+    replacement = lifecycle.result if lifecycle is not None else None
     return {
         "name": outcome.name,
         "state": outcome.state.value,
@@ -53,6 +68,12 @@ def _row(outcome: Outcome, issuances: int | None, now: datetime) -> dict[str, An
         "reason": outcome.reason.value if outcome.reason else None,
         "error": outcome.error,
         "error_kind": outcome.error_kind.value if outcome.error_kind else None,
+        "api_token_expires_at": format_time(expiry) if expiry else None,
+        "api_token_next": next_token.value if next_token is not None else None,
+        "api_token_replacement": (
+            replacement.value if replacement not in (None, Replacement.NOTHING) else None
+        ),
+        "api_token_error": lifecycle.error if lifecycle is not None else None,
     }
 
 
@@ -73,19 +94,71 @@ def _table(table: list[dict[str, Any]]) -> str:
             duration(row["expires_in_seconds"]),
             row["issued_at"] or "-",
             str(row["issuances_last_hour"]) if row["issuances_last_hour"] is not None else "-",
-            row["error"] or row["reason"] or "",
+            _detail(row),
         )
         for row in table
     ]
-    widths = [
-        max(len(str(cell)) for cell in column) for column in zip(HEADERS, *cells, strict=False)
+    return _columns(HEADERS, cells, "(no tokens under the source prefix)")
+
+
+def _detail(row: dict[str, Any]) -> str:
+    detail = row["error"] or row["reason"] or ""
+    if row["api_token_replacement"]:
+        detail += f"; API token {row['api_token_replacement']}"
+    if row["api_token_error"]:
+        detail += f" ({row['api_token_error']})"
+    if row["api_token_next"]:
+        detail += f"; api_token_next {row['api_token_next']}"
+    return detail
+
+
+# --- `rotator plan` -------------------------------------------------------------------------------
+
+PLAN_HEADERS = ("TOKEN", "ACTION", "AT", "WHY")
+
+
+def render_plan(planned: Sequence[Planned], now: datetime, *, as_json: bool) -> str:
+    """What `rotator plan` prints: one row per planned action, in token order."""
+    if as_json:
+        tokens: dict[str, list[dict[str, Any]]] = {}
+        for item in planned:
+            tokens.setdefault(item.name, []).append(
+                {
+                    "action": item.action,
+                    "at": format_time(item.at) if item.at else None,
+                    "why": item.why,
+                }
+            )
+        document = {
+            "planned_at": format_time(now),
+            "tokens": [{"name": name, "actions": actions} for name, actions in tokens.items()],
+        }
+        return SECRETS.redact(json.dumps(document, indent=2) + "\n")
+    cells = [
+        (item.name, item.action, format_time(item.at) if item.at else "-", item.why)
+        for item in planned
     ]
+    return SECRETS.redact(_columns(PLAN_HEADERS, cells, "(no tokens under the source prefix)"))
+
+
+def render_checks(checks: Sequence[tuple[str, Sequence[Check]]]) -> str:
+    """What `rotator replace-api-token --dry-run` prints: every check per token."""
+    cells = [
+        (name, check.what, "ok" if check.ok else "FAILED", check.detail)
+        for name, found in checks
+        for check in found
+    ]
+    return SECRETS.redact(_columns(("TOKEN", "CHECK", "RESULT", "DETAIL"), cells, "(no tokens)"))
+
+
+def _columns(headers: tuple[str, ...], cells: Sequence[tuple[str, ...]], empty: str) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *cells, strict=False)]
     lines = [
         "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in (HEADERS, *cells)
+        for line in (headers, *cells)
     ]
     if not cells:
-        lines.append("(no tokens under the source prefix)")
+        lines.append(empty)
     return "\n".join(lines) + "\n"
 
 

@@ -44,7 +44,7 @@ from rotator.errors import (
 from rotator.exchange import TokenExchanger
 from rotator.lifecycle import Proof, Verdict
 from rotator.memory import API_TOKEN, TokenMemory
-from rotator.outcome import Failure, FailureKind, Outcome, Reason, State
+from rotator.outcome import Failure, FailureKind, Outcome, Planned, Reason, State
 from rotator.plan import (
     OutputView,
     Plan,
@@ -167,7 +167,7 @@ class Rotator:
         return TokenFacts(
             name,
             now,
-            self._parse(name, secret),
+            self.parse(name, secret),
             output,
             source_version=secret.version,
             held=self.memory.held(name, now),
@@ -377,7 +377,7 @@ class Rotator:
         if secret is not None:
             output = OutputView.of(self.store.read_output(name))
             facts = TokenFacts(
-                name, now, self._parse(name, secret), output, source_version=secret.version
+                name, now, self.parse(name, secret), output, source_version=secret.version
             )
         plan = plan_status(facts, self.rules)
         assert plan.state is not None and plan.at is not None
@@ -392,6 +392,38 @@ class Rotator:
             foreign_write=plan.reason is Reason.FOREIGN_WRITE,
             api_token_expires_at=facts.api_token_expires_at,
         )
+
+    def planned(self, name: str) -> Planned:
+        """What the next pass over `name` will do with its access token, and when, from what
+        Vault holds (read-only, for `rotator plan`). A backoff after failed attempts lives in
+        the daemon's memory and is not seen here."""
+        now = self._clock()
+        secret = self.store.read_source(name)
+        facts = TokenFacts(name, now, None)
+        if secret is not None:
+            output = OutputView.of(self.store.read_output(name))
+            facts = TokenFacts(
+                name,
+                now,
+                self.parse(name, secret),
+                output,
+                source_version=secret.version,
+                history=output.issuances,
+            )
+        plan = plan_token(facts, self.rules)
+        if plan.step is Step.READ_HISTORY:
+            facts = replace(facts, history=self.store.output_issuances(name))
+            plan = plan_token(facts, self.rules)
+        if plan.state is State.GONE:
+            return Planned(name, "nothing", None, "the source secret is gone")
+        if plan.state is State.INVALID_SOURCE:
+            return Planned(name, "fix the source secret", None, plan.detail or "")
+        if plan.state is State.CAPPED:
+            why = f"{plan.issuances} issuances in the last hour (alerts.max_issuances_per_hour)"
+            return Planned(name, "wait for the issuance cap", plan.at, why)
+        if plan.step is Step.REPORT:
+            return Planned(name, "refresh", plan.at, "the access token is fresh until then")
+        return Planned(name, "refresh", now, f"now: {plan.reason}")
 
     def issuance_counts(self, outcomes: list[Outcome]) -> list[int | None]:
         """Issuances in the last hour per outcome, for the reports: the count the pass made on
@@ -453,7 +485,7 @@ class Rotator:
         # Enough history to count a full hour of issuances, plus a few for inspection.
         return max(10, self.config.alerts.max_issuances_per_hour + 2)
 
-    def _parse(self, name: str, secret: records.SecretVersion) -> Source | SourceError:
+    def parse(self, name: str, secret: records.SecretVersion) -> Source | SourceError:
         """The source secret parsed (`sources.parse_source`), or what is wrong with it."""
         exchange = self.config.exchange
         try:

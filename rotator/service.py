@@ -31,8 +31,10 @@ from rotator.errors import ConfigError, VaultError
 from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
 from rotator.monitor import Monitor
+from rotator.mtm import MtmClient
 from rotator.notify import AlertmanagerSink, Notifier, Sink, WebhookSink
 from rotator.redact import SECRETS
+from rotator.replacement import ApiTokens
 from rotator.rotation import Rotator
 from rotator.systemd import SystemdNotifier
 from rotator.vault import VaultStore
@@ -64,6 +66,13 @@ def build_rotator(config: Config, previous: Rotator | None = None) -> Rotator:
         on_exchange=previous.on_exchange,
         instance_id=previous.instance_id,
     )
+
+
+def build_api_tokens(rotator: Rotator) -> ApiTokens:
+    """The keeper of `rotator`'s long-lived API tokens, with its own MTM client."""
+    exchange = rotator.config.exchange
+    mtm = MtmClient(exchange.allowed_hosts, exchange.insecure_http_hosts, exchange.timeout_seconds)
+    return ApiTokens(rotator, mtm)
 
 
 def build_notifier(config: Config, host: str, with_sentry: bool) -> Notifier | None:
@@ -135,6 +144,7 @@ class Service:
             self.monitor,
             build_check_ins(config, self.sentry),
             systemd=SystemdNotifier(),
+            api_tokens=build_api_tokens(rotator),
         )
 
     def run(
@@ -159,6 +169,8 @@ class Service:
                 server.stop()
             self.monitor.close()
             self.daemon.rotator.exchanger.close()
+            if self.daemon.api_tokens is not None:
+                self.daemon.api_tokens.mtm.close()
             if self.sentry:
                 sentry.flush()
 
@@ -181,9 +193,11 @@ class Service:
         if _sinks_changed(self.config, config):
             self.monitor.replace_notifier(build_notifier(config, self.host, self.sentry))
         self.monitor.reconfigure(config)
-        old, self.config = self.daemon.rotator, config
-        self.daemon.reload(fresh, build_check_ins(config, self.sentry))
+        old, old_keeper, self.config = self.daemon.rotator, self.daemon.api_tokens, config
+        self.daemon.reload(fresh, build_check_ins(config, self.sentry), build_api_tokens(fresh))
         old.exchanger.close()
+        if old_keeper is not None:
+            old_keeper.mtm.close()
 
 
 def run_service(

@@ -203,7 +203,7 @@ def test_a_stored_replacement_waits_for_its_first_exchange() -> None:
 
     result = plan(source=stored, metadata=metadata, output_source_version=3)
 
-    assert result == LifecyclePlan(Step.NONE, Why.PENDING, NOW)
+    assert result == LifecyclePlan(Step.NONE, Why.PENDING)
 
 
 def test_a_proven_replacement_clears_its_record() -> None:

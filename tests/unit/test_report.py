@@ -63,6 +63,10 @@ def test_json_is_the_documented_document() -> None:
                 "reason": "missing",
                 "error": None,
                 "error_kind": None,
+                "api_token_expires_at": None,
+                "api_token_next": None,
+                "api_token_replacement": None,
+                "api_token_error": None,
             }
         ],
     }

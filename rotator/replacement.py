@@ -1,0 +1,494 @@
+"""The API-token lifecycle, executed: replacing an API token at MTM in the five staged steps of
+SPEC, promoting `api_token_next`, looking technical users up, and proving a replacement would
+be allowed (`--dry-run`). Every decision is `lifecycle.plan_api_token`'s; this module performs
+the step it names and asks again, until the plan says wait.
+
+The steps of a replacement, each written down before it happens so that a restart rolls it
+forward (`lifecycle.py`):
+
+1. under this instance's claim on the token, record the intent in the source's custom_metadata;
+2. `PUT <mtm>/technicalusers/{id}/replaceToken` with the admin source's access token;
+3. store the new token as a new version of the source (check-and-set, every other field kept),
+   held in memory and written again until Vault takes it; the old version stays in KV history;
+4. the rotation exchanges the new token (the source version changed) and writes the output;
+5. clear the intent.
+
+The new API token never reaches a log line: it is registered with the redactor the moment MTM
+hands it over, and held only in memory (`memory.HeldApiToken`) until Vault has it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from rotator.errors import (
+    ApiTokenRejected,
+    MtmError,
+    MtmRefused,
+    RotatorError,
+    SourceError,
+    TechnicalUserMissing,
+    VaultConflict,
+    VaultError,
+)
+from rotator.lifecycle import (
+    ApiTokenFacts,
+    LifecyclePlan,
+    LifecycleRules,
+    Proof,
+    Step,
+    Verdict,
+    Why,
+    cleared_metadata,
+    intent_metadata,
+    plan_api_token,
+    stored_metadata,
+)
+from rotator.memory import API_TOKEN, API_TOKEN_NEXT, HeldApiToken
+from rotator.mtm import MtmClient, TechnicalUser
+from rotator.outcome import ApiTokenOutcome, Check, Outcome, Planned, Replacement
+from rotator.plan import OutputView
+from rotator.records import SecretVersion
+from rotator.redact import SECRETS
+from rotator.rotation import Rotator, release_claim, take_claim
+from rotator.sources import Source
+from rotator.tokens import format_time
+from rotator.vault import VaultStore
+
+logger = logging.getLogger(__name__)
+
+MAX_STEPS = 8  # steps of one pass; each changes what the next plan sees
+STORE_RETRY = timedelta(seconds=5)  # a new API token Vault did not take: try again this soon
+ADMIN_ROLE = "ADMIN"
+
+
+def rules_of(config_days_every: float, config_days_before: float) -> LifecycleRules:
+    """`[api_tokens]` as the plan takes it (0 days: that trigger is off)."""
+    return LifecycleRules(
+        replace_every=timedelta(days=config_days_every) if config_days_every > 0 else None,
+        replace_before_expiry=(
+            timedelta(days=config_days_before) if config_days_before > 0 else None
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What MTM said of a source's technical user."""
+
+    name: str
+    missing: bool
+    expires_at: datetime | None
+
+
+_PLANNED = {
+    Step.NONE: "replace the API token",
+    Step.REPLACE: "replace the API token",
+    Step.WAIT: "replace the API token",
+    Step.PROVE: "prove the API token",
+    Step.CLEAR: "clear the replacement record",
+    Step.STORE_HELD: "store the new API token",
+}
+_WHY = {
+    Why.HELD: "a new API token is held in memory",
+    Why.DONE: "the last replacement is complete",
+    Why.PENDING: "the new API token is stored; its first exchange is due",
+    Why.NEVER_HAPPENED: "the recorded replacement never happened",
+    Why.LOST: "a replacement was interrupted and its new token lost",
+    Why.UNPROVEN: "a replacement was interrupted; is the old token still valid?",
+    Why.PROMOTE: "api_token is rejected and api_token_next works",
+    Why.REQUESTED: "requested",
+    Why.EVERY: "api_tokens.replace_every_days",
+    Why.EXPIRY: "api_tokens.replace_before_expiry_days",
+    Why.HOUR: "at most one replacement per hour",
+    Why.NOT_MANAGED: "not a LeanIX technical user's token",
+    Why.NOTHING: "nothing scheduled",
+}
+
+
+def _changed(expires_at: datetime, source: Source) -> bool:
+    recorded = source.api_token_expires_at
+    return recorded is None or format_time(recorded) != format_time(expires_at)
+
+
+class ApiTokens:
+    """Keeps the API tokens of one rotator's sources: replaces, promotes, looks up."""
+
+    def __init__(
+        self,
+        rotator: Rotator,
+        mtm: MtmClient,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.rotator = rotator
+        self.mtm = mtm
+        self._clock = clock
+        settings = rotator.config.api_tokens
+        self.rules = rules_of(settings.replace_every_days, settings.replace_before_expiry_days)
+
+    @property
+    def _store(self) -> VaultStore:
+        return self.rotator.store
+
+    # --- one pass -----------------------------------------------------------------------------
+
+    def step(
+        self, name: str, outcome: Outcome | None = None, *, requested: bool = False
+    ) -> ApiTokenOutcome:
+        """One pass of `name`'s lifecycle, after the rotation that gave `outcome` (None: none
+        yet). With `requested` (`rotator replace-api-token`), a replacement is wanted now.
+        Never raises for token problems: they become the outcome."""
+        memory = self.rotator.memory
+        with memory.lock(name):
+            try:
+                return self._step(name, outcome, requested)
+            except (VaultError, MtmError) as exc:
+                logger.warning("token %s: API-token lifecycle: %s", name, exc)
+                held = memory.held_api_token(name) is not None
+                return ApiTokenOutcome(
+                    name,
+                    Replacement.PENDING if held else Replacement.FAILED,
+                    Step.NONE,
+                    Why.HELD if held else Why.NOTHING,
+                    self._clock() + STORE_RETRY,
+                    str(exc),
+                    rotation=outcome,
+                )
+
+    def _step(self, name: str, outcome: Outcome | None, requested: bool) -> ApiTokenOutcome:
+        first, result, error = outcome, Replacement.NOTHING, None
+        secret = self.rotator.memory.source(name)
+        for _ in range(MAX_STEPS):
+            if secret is None:
+                secret = self._store.read_source(name)
+            source = self._parse(name, secret)
+            if source is None:
+                return ApiTokenOutcome(name, result, Step.NONE, Why.NOTHING, error=error)
+            rotation = outcome if outcome is not first else None
+            assert secret is not None
+            self._check_next(name, source, outcome)
+            facts = self._facts(name, secret, source, outcome, requested)
+            plan = plan_api_token(facts, self.rules)
+            logger.debug("token %s: API-token lifecycle: %s (%s)", name, plan.step, plan.why)
+            if plan.step in (Step.NONE, Step.WAIT, Step.REFUSED):
+                if plan.step is Step.REFUSED:
+                    result = Replacement.FAILED
+                    error = f"{name}: not a LeanIX technical user's token rotator can replace"
+                return self._outcome(facts, result, plan, error, rotation)
+            if plan.step is Step.STORE_HELD:
+                self._store_held(name, secret)
+                result = Replacement.REPLACED
+                outcome = self.rotator.rotate_one(name)
+            elif plan.step is Step.CLEAR:
+                self._store.write_source_metadata(name, cleared_metadata(secret.custom_metadata))
+            elif plan.step is Step.PROVE:
+                outcome = self.rotator.rotate_one(name, force=True)
+            elif plan.step is Step.PROMOTE:
+                self._promote(name, secret, source)
+                result = Replacement.PROMOTED
+                outcome = self.rotator.rotate_one(name)
+            elif plan.step is Step.REPLACE:
+                failure = self._replace(name, facts)
+                requested = False  # asked for once; the rest of the pass rolls it forward
+                if failure is not None:
+                    result, error = Replacement.FAILED, failure
+                else:
+                    result = Replacement.REPLACED
+                    outcome = self.rotator.rotate_one(name)
+            secret = None  # every step changed the source: read it again
+        raise RuntimeError(f"token {name}: the API-token lifecycle did not settle")
+
+    def _facts(
+        self,
+        name: str,
+        secret: SecretVersion,
+        source: Source,
+        outcome: Outcome | None,
+        requested: bool,
+    ) -> ApiTokenFacts:
+        memory = self.rotator.memory
+        output = outcome.output if outcome is not None else None
+        return ApiTokenFacts(
+            name,
+            self._clock(),
+            source,
+            secret.custom_metadata,
+            created=secret.created,
+            api_token=memory.proof(name, API_TOKEN, source.version),
+            next_token=memory.proof(name, API_TOKEN_NEXT, source.version),
+            output_source_version=output.source_version if output is not None else None,
+            requested=requested,
+            holding=memory.held_api_token(name) is not None,
+        )
+
+    def _outcome(
+        self,
+        facts: ApiTokenFacts,
+        result: Replacement,
+        plan: LifecyclePlan,
+        error: str | None,
+        rotation: Outcome | None,
+    ) -> ApiTokenOutcome:
+        next_token = None
+        if facts.source.api_token_next is not None:
+            next_token = facts.next_token.verdict
+        return ApiTokenOutcome(
+            facts.name,
+            result,
+            plan.step,
+            plan.why,
+            plan.at,
+            error,
+            next_token,
+            facts.source.api_token_expires_at,
+            rotation,
+        )
+
+    def pass_over(self, name: str, *, requested: bool = False) -> tuple[Outcome, ApiTokenOutcome]:
+        """A token's rotation, then its API-token lifecycle; returns the last rotation's outcome
+        (the lifecycle may rotate again, to prove a new API token) and the lifecycle's."""
+        outcome = self.rotator.rotate_one(name)
+        lifecycle = self.step(name, outcome, requested=requested)
+        return lifecycle.rotation or outcome, lifecycle
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    def _replace(self, name: str, facts: ApiTokenFacts) -> str | None:
+        """Steps 1-3 under this instance's claim. Returns what went wrong, or None."""
+        rotator = self.rotator
+        now = self._clock()
+        claim = take_claim(self._store, name, rotator.instance_id, now, rotator.rules.claim_lease)
+        if claim is None:
+            logger.info("token %s: another rotator holds the token; replacing later", name)
+            return None
+        try:
+            secret = self._store.read_source(name)
+            source = self._parse(name, secret)
+            if secret is None or source is None:
+                return f"{name}: the source secret vanished or is malformed"
+            fresh = replace(facts, source=source, metadata=secret.custom_metadata, now=now)
+            if plan_api_token(fresh, self.rules).step is not Step.REPLACE:
+                return None  # another instance did it since, or started one
+            assert source.mtm_base is not None and source.technical_user_id is not None
+            bearer = self._bearer(source)
+            recorded = intent_metadata(secret.custom_metadata, now, secret.version)
+            self._store.write_source_metadata(name, recorded)
+            logger.info("token %s: replacing the API token at MTM", name)
+            try:
+                user = self.mtm.replace_token(
+                    source.mtm_base, bearer, source.technical_user_id, name=name
+                )
+            except MtmError as exc:
+                if exc.definite:  # MTM refused: the old token is untouched
+                    self._store.write_source_metadata(name, cleared_metadata(recorded))
+                logger.error("token %s: replacing the API token failed: %s", name, exc)
+                return str(exc)
+            assert user.api_token is not None  # the MTM client refuses an answer without one
+            SECRETS.register(user.api_token)
+            rotator.memory.hold_api_token(
+                name, HeldApiToken(user.api_token, user.expires_at, secret.version)
+            )
+            self._store_held(name, replace(secret, custom_metadata=recorded))
+            return None
+        finally:
+            # The output was not written under this claim: 0 has the next claimer read it again.
+            release_claim(self._store, name, rotator.instance_id, claim, 0)
+
+    def _store_held(self, name: str, secret: SecretVersion) -> None:
+        """Step 3: write the held API token as a new source version over `secret` (or over
+        whoever wrote since: their fields kept, the token ours). A Vault that does not take it
+        raises; the token stays held and the next pass writes it again."""
+        memory = self.rotator.memory
+        held = memory.held_api_token(name)
+        assert held is not None
+        current = secret
+        for _ in range(3):
+            data = dict(current.data)
+            data["api_token"] = held.api_token
+            if held.expires_at is not None:
+                data["api_token_expires_at"] = format_time(held.expires_at)
+            try:
+                version = self._store.write_source(name, data, cas=current.version)
+            except VaultConflict:
+                latest = self._store.read_source(name)
+                if latest is None:
+                    raise VaultError(
+                        f"source {name!r} was deleted during its replacement"
+                    ) from None
+                current = latest
+                continue
+            self._store.write_source_metadata(
+                name, stored_metadata(current.custom_metadata, self._clock())
+            )
+            memory.drop_api_token(name)
+            logger.info("token %s: stored the new API token as source version %d", name, version)
+            return
+        raise VaultError(f"source {name!r} kept changing during its replacement")
+
+    def _promote(self, name: str, secret: SecretVersion, source: Source) -> None:
+        """api_token_next becomes the api_token, in a new source version (check-and-set)."""
+        assert source.api_token_next is not None
+        data = {k: v for k, v in secret.data.items() if k != "api_token_next"}
+        data["api_token"] = source.api_token_next
+        version = self._store.write_source(name, data, cas=secret.version)
+        logger.warning(
+            "token %s: api_token was rejected; promoted api_token_next (source version %d)",
+            name,
+            version,
+        )
+
+    def _check_next(self, name: str, source: Source, outcome: Outcome | None) -> None:
+        """Exchange api_token_next when its last verdict is older than the current token's:
+        once per refresh cycle, and whenever the current token was just rejected."""
+        if source.api_token_next is None:
+            return
+        memory = self.rotator.memory
+        current = memory.proof(name, API_TOKEN, source.version)
+        following = memory.proof(name, API_TOKEN_NEXT, source.version)
+        if following.at is not None and (current.at is None or following.at >= current.at):
+            return
+        staged = replace(source, api_token=source.api_token_next, api_token_next=None)
+        now = self._clock()
+        try:
+            token = self.rotator.exchanger.exchange(staged)
+        except ApiTokenRejected:
+            memory.prove(name, API_TOKEN_NEXT, source.version, Proof(Verdict.REJECTED, now))
+            logger.warning("token %s: api_token_next is rejected by the IdP", name)
+            return
+        except RotatorError as exc:
+            logger.info("token %s: api_token_next not checked (%s)", name, exc)
+            return
+        SECRETS.register(token.access_token)
+        memory.prove(name, API_TOKEN_NEXT, source.version, Proof(Verdict.WORKS, now))
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _bearer(self, source: Source) -> str:
+        """The admin source's access token, as rotator keeps it fresh in its output."""
+        admin = source.admin
+        now = self._clock()
+        token = self.rotator.memory.held(admin, now)
+        if token is None:
+            token = OutputView.of(self._store.read_output(admin)).trusted
+        if token is None or token.expires_at <= now:
+            raise MtmRefused(
+                f"{source.name}: no valid access token for admin source {admin!r}", 401
+            )
+        return token.access_token
+
+    def _parse(self, name: str, secret: SecretVersion | None) -> Source | None:
+        if secret is None:
+            return None
+        parsed = self.rotator.parse(name, secret)
+        return None if isinstance(parsed, SourceError) else parsed
+
+    def planned(self, name: str) -> list[Planned]:
+        """What the lifecycle will do with `name`'s API token, from what Vault holds (read-only,
+        for `rotator plan`: no exchange, so a rejected api_token is not known here)."""
+        secret = self._store.read_source(name)
+        source = self._parse(name, secret)
+        if secret is None or source is None:
+            return []
+        facts = ApiTokenFacts(
+            name, self._clock(), source, secret.custom_metadata, created=secret.created
+        )
+        plan = plan_api_token(facts, self.rules)
+        found: list[Planned] = []
+        action = _PLANNED.get(plan.step)
+        if action is not None and (plan.step is not Step.NONE or plan.at is not None):
+            found.append(Planned(name, action, plan.at or facts.now, _WHY[plan.why]))
+        if source.api_token_next is not None:
+            found.append(Planned(name, "promote api_token_next", None, "if api_token is rejected"))
+        return found
+
+    # --- looking technical users up ------------------------------------------------------------
+
+    def look_up(self, name: str) -> Lookup | None:
+        """Read `name`'s technical user at MTM (through its admin source's access token) and keep
+        the source's `api_token_expires_at` current. None when the source names no technical
+        user at a LeanIX MTM. Raises MtmError/VaultError when MTM or Vault cannot be asked."""
+        with self.rotator.memory.lock(name):
+            secret = self.rotator.memory.source(name) or self._store.read_source(name)
+            source = self._parse(name, secret)
+            if source is None or source.technical_user_id is None or source.mtm_base is None:
+                return None
+            assert secret is not None
+            bearer = self._bearer(source)
+            try:
+                user = self.mtm.technical_user(
+                    source.mtm_base, bearer, source.technical_user_id, name=name
+                )
+            except TechnicalUserMissing:
+                logger.error("token %s: MTM does not know technical user of the source", name)
+                return Lookup(name, missing=True, expires_at=None)
+            if user.expires_at is not None and _changed(user.expires_at, source):
+                self._record_expiry(name, secret, user.expires_at)
+            return Lookup(name, missing=False, expires_at=user.expires_at)
+
+    def _record_expiry(self, name: str, secret: SecretVersion, expires_at: datetime) -> None:
+        """Write MTM's expiry into the source (a new version, check-and-set); a source rotator
+        may not write keeps its old value, and the expiry alerts use MTM's all the same."""
+        data = {**secret.data, "api_token_expires_at": format_time(expires_at)}
+        try:
+            version = self._store.write_source(name, data, cas=secret.version)
+        except VaultConflict:
+            return  # someone wrote it since: the next lookup compares again
+        except VaultError as exc:
+            logger.warning("token %s: cannot record the API token's expiry: %s", name, exc)
+            return
+        logger.info(
+            "token %s: API token expires at %s (MTM); source version %d",
+            name,
+            format_time(expires_at),
+            version,
+        )
+
+    # --- proving a replacement would be allowed ---------------------------------------------------
+
+    def dry_run(self, name: str) -> list[Check]:
+        """Prove each step of a replacement would be allowed, changing nothing: the admin
+        source's exchange works, MTM answers `GET /technicalusers/{id}` with its access token,
+        its role may replace, and Vault grants rotator `update` on the source."""
+        checks: list[Check] = []
+        secret = self._store.read_source(name)
+        source = self._parse(name, secret)
+        if source is None:
+            return [Check("source", False, f"{name}: no such source, or it is malformed")]
+        if source.technical_user_id is None or source.mtm_base is None:
+            reason = "no technical_user_id" if source.mtm_base else "not a LeanIX MTM token URL"
+            return [Check("managed", False, f"{name}: {reason}")]
+        checks.append(Check("managed", True, f"technical user {source.technical_user_id}"))
+        admin_secret = self._store.read_source(source.admin)
+        admin = self._parse(source.admin, admin_secret)
+        if admin is None:
+            return [*checks, Check("admin source", False, f"{source.admin}: missing/malformed")]
+        try:
+            token = self.rotator.exchanger.exchange(admin)
+        except RotatorError as exc:
+            return [*checks, Check("admin exchange", False, str(exc))]
+        SECRETS.register(token.access_token)
+        checks.append(Check("admin exchange", True, f"admin source {admin.name!r}"))
+        try:
+            user: TechnicalUser = self.mtm.technical_user(
+                source.mtm_base, token.access_token, source.technical_user_id, name=name
+            )
+        except MtmError as exc:
+            checks.append(Check("technical user at MTM", False, str(exc)))
+        else:
+            checks.append(Check("technical user at MTM", True, f"user {user.user_name!r}"))
+        role = token.principal.role
+        checks.append(
+            Check("admin role may replace", role == ADMIN_ROLE, f"role {role or 'unknown'}")
+        )
+        writable = self._store.can_update_source(name)
+        checks.append(
+            Check(
+                "Vault grants update on the source",
+                writable,
+                "" if writable else "add deploy/vault/rotator-lifecycle-policy.hcl",
+            )
+        )
+        return checks
