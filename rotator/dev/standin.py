@@ -1,4 +1,5 @@
-"""A local stand-in for LeanIX's token endpoint: real HTTP(S), RS256-signed JWTs, injectable faults.
+"""A local stand-in for LeanIX's token endpoint and MTM technical users: real HTTP(S), RS256 JWTs,
+injectable faults.
 
 Used by `rotator demo`, by the test suite and for trials; never in production. It answers
 `POST /services/mtm/v1/oauth2/token` the way LEANIX.md describes LeanIX doing it: HTTP Basic
@@ -10,7 +11,9 @@ work: `POST /services/pathfinder/v1/graphql` with `Authorization: Bearer <access
 JSON body holding a `query` answers 200 and one fixed small document for any query. A bearer token
 opens it only if this stand-in signed it (RS256, its own key, its own issuance), it has not
 expired, and the API token it was issued for is still registered and not revoked; anything else
-is 401. Every API behind an access token uses that one check (`_bearer_claims`).
+is 401. Every API behind an access token uses that one check (`_bearer_claims`). MTM's
+technical-users API (below) is the other one: it lists the technical users that own the API
+tokens and replaces their tokens.
 
 Contracts:
 - It listens on 127.0.0.1 only; `stop()` closes every connection, including idle keep-alive ones,
@@ -22,6 +25,35 @@ Contracts:
   "expires_in") alter an answer that would have succeeded, so they need a valid token.
 - Tokens never reach a log line, an error body or a record: records keep a fingerprint.
 - `cryptography` is an optional dependency (`rotator[demo]`); without it, construction raises.
+
+Technical users and the MTM API (`/services/mtm/v1/technicalusers`, LEANIX.md "Technical users"):
+- Every API token belongs to one technical user (`add_token` returns its id, which is the JWT's
+  `principal.id`), in one workspace: `userName` (unique in the workspace), `email`,
+  `permissionRole`, `workspaceId`, `accountId` (one per workspace), `apiTokenData` {`id`,
+  `expiry`, `description`}. A technical user holds one current API token; the token endpoint
+  refuses (401) a token that was replaced, revoked, is past its expiry or whose user was deleted.
+- `GET /technicalusers?page=&size=&sort=&queryUserName=`, `GET /technicalusers/{id}` and
+  `PUT /technicalusers/{id}/replaceToken` need `Authorization: Bearer <access token>` that opens
+  the consumer API (`_bearer_claims`), else 401; the caller's workspace is the token's
+  `principal.permission.workspaceId` and its `principal.permission.role` must be ADMIN, else 403.
+  Users of other workspaces do not exist for the caller (404). Success is
+  `{"status": "OK", "type", "message": null, "errors": [], "data"}` (lists add `"total"`), failure
+  `{"status": "ERROR", "type", "message", "errors": [{"message", "messages"}], "data": null}`;
+  no answer but replaceToken's carries a token, and that one only the new API token.
+- replaceToken invalidates the old API token at once; access tokens issued for it stay valid
+  until their `exp` (`revoke` instead ends those too). The new expiry is now + the user's token
+  validity (365 days), or the old expiry with `replace_keeps_expiry`. `expiry` goes out as ISO
+  8601 UTC with `Z`, to the millisecond like a Java `Instant` (`2027-12-01T10:00:00Z`,
+  `...T10:00:00.250Z`), or as epoch milliseconds with `expiry_format="epoch_ms"`.
+- MTM faults (`set_mtm_fault`) are separate from the token endpoint's, thread-safe, optionally
+  limited to a path pattern, and taken before authentication ("drop_after_replace": after a
+  replacement that really happened). Every MTM request is recorded (`mtm_requests`) without
+  headers: method, path, paging parameters, status, the caller's technical-user id.
+- Assumptions about LeanIX, none documented by it: an ADMIN role is needed and enough; the old
+  token dies at once; access tokens outlive a replacement; a replacement restarts the validity;
+  an API token past its expiry is refused at the token endpoint; the sort is case-insensitive;
+  `queryUserName` is a case-insensitive substring match; `type` values are the stand-in's own;
+  the token field is absent (not null) where there is none.
 """
 
 from __future__ import annotations
@@ -30,6 +62,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import fnmatch
 import json
 import logging
 import secrets
@@ -40,7 +73,7 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -85,6 +118,25 @@ _FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 _BODY_FAULTS = frozenset({"no_access_token", "expired", "not_jwt", "expires_in"})
 
+# -- the MTM technical-users API (LEANIX.md "Technical users") --------------------------------
+MTM_PATH = "/services/mtm/v1"
+TECHNICAL_USERS_PATH = MTM_PATH + "/technicalusers"
+DEFAULT_TOKEN_VALIDITY = timedelta(days=365)
+MTM_DEFAULT_PAGE_SIZE = 30
+MTM_MAX_PAGE_SIZE = 100
+EXPIRY_FORMATS = frozenset({"iso", "epoch_ms"})
+_MTM_QUERY_KEYS = ("page", "size", "sort", "queryUserName")  # recorded; nothing else is
+_MTM_SORTS = {"userName-ASC": False, "userName-DESC": True}  # -> reverse
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# mode -> (required params, optional params), as _FAULTS
+_MTM_FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "status": (frozenset({"status"}), frozenset({"body", "retry_after"})),
+    "drop_after_replace": (frozenset(), frozenset()),
+    "hang": (frozenset({"seconds"}), frozenset()),
+    "garbage": (frozenset(), frozenset()),
+    "close": (frozenset(), frozenset()),
+}
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -112,16 +164,87 @@ class RequestRecord:
     cookie: str | None = None  # the Cookie header as sent (the stand-in's cookies hold no secret)
 
 
-@dataclass
-class _Registration:
-    client_id: str
+@dataclass(frozen=True)
+class TechnicalUser:
+    """A snapshot of one technical user as the stand-in holds it; its API token only as a
+    fingerprint. `expiry` is aware, to the millisecond (what MTM sends)."""
+
+    id: str
+    user_name: str
+    email: str | None
+    role: str
     workspace_id: str
     workspace_name: str
-    role: str
-    revoked: bool = False
-    user_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    account_id: str
+    client_id: str
+    token_id: str
+    expiry: datetime
+    description: str
+    api_token_fingerprint: str
+    token_validity: timedelta
+    replace_keeps_expiry: bool
+    replacements: int
+
+
+@dataclass(frozen=True)
+class MtmRequest:
+    """One request to the MTM technical-users API, minus its headers (they carry the bearer).
+
+    `query` keeps only `page`, `size`, `sort` and `queryUserName`. `status` is what was answered,
+    None when the connection was closed unanswered ("close", "drop_after_replace", a stop during
+    "hang"). `caller_id` is the bearer's technical-user id once authenticated, else None. `fault`
+    names the MTM fault that shaped the answer, if any."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    status: int | None
+    caller_id: str | None
+    fault: str | None
+
+
+@dataclass
+class _Registration:
+    """One API token: whose it is, and whether the token endpoint still takes it."""
+
+    user_id: str
+    revoked: bool = False  # `revoke`: refused, and so are the access tokens issued for it
+    replaced: bool = False  # replaceToken: refused; its access tokens live on until their exp
+
+
+@dataclass
+class _Workspace:
+    name: str
     account_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class _TechnicalUser:
+    user_id: str
+    user_name: str
+    email: str | None
+    role: str
+    workspace_id: str
+    workspace_name: str
+    account_id: str
+    client_id: str
+    api_token: str = field(repr=False)  # the current one
+    token_id: str
+    expiry: datetime
+    description: str
+    token_validity: timedelta | None  # None: the stand-in's
+    replace_keeps_expiry: bool | None  # None: the stand-in's
     permission_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    replacements: int = 0
+
+
+@dataclass(frozen=True)
+class _MtmAnswer:
+    status: int
+    document: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    caller_id: str | None = None
+    replaced: bool = False  # a replaceToken that happened: "drop_after_replace" may apply
 
 
 @dataclass
@@ -141,8 +264,18 @@ class LeanIXStandIn:
         lifetime_seconds: int = 3599,
         ssl_context: ssl.SSLContext | None = None,
         private_key: rsa.RSAPrivateKey | None = None,
+        expiry_format: str = "iso",
+        replace_keeps_expiry: bool = False,
+        token_validity: timedelta = DEFAULT_TOKEN_VALIDITY,
     ) -> None:
-        """`private_key` lets a test suite share one RSA key (generating one takes ~0.1 s)."""
+        """`private_key` lets a test suite share one RSA key (generating one takes ~0.1 s).
+
+        MTM options, each also an attribute: `expiry_format` ("iso" or "epoch_ms") is how
+        `apiTokenData.expiry` goes out; `replace_keeps_expiry` makes replaceToken keep the old
+        expiry instead of restarting `token_validity`; `token_validity` is how long a new or
+        replaced API token lasts (a technical user's own option, from `add_token`, wins)."""
+        if expiry_format not in EXPIRY_FORMATS:
+            raise ValueError(f"expiry_format must be one of {', '.join(sorted(EXPIRY_FORMATS))}")
         if not _HAVE_CRYPTOGRAPHY:
             raise RuntimeError(
                 "the LeanIX stand-in signs JWTs with 'cryptography': install rotator[demo]"
@@ -169,6 +302,14 @@ class LeanIXStandIn:
         # dict to change them (read once per answer).
         self.answer_headers: dict[str, str] = {}
         self._last_request: RequestRecord | None = None
+        # -- MTM: technical users, workspaces, faults, requests
+        self.expiry_format = expiry_format
+        self.replace_keeps_expiry = replace_keeps_expiry
+        self.token_validity = token_validity
+        self._users: dict[str, _TechnicalUser] = {}
+        self._workspaces: dict[str, _Workspace] = {}
+        self._mtm_faults: dict[str | None, _Fault] = {}  # keyed by path pattern; None = every one
+        self._mtm_requests: list[MtmRequest] = []
         self._server = _Server(self, port, ssl_context)
         scheme = "https" if ssl_context else "http"
         self._base_url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
@@ -233,6 +374,11 @@ class LeanIXStandIn:
         """The consumer API an access token opens (Bearer), as LeanIX's Pathfinder GraphQL."""
         return self._base_url + GRAPHQL_PATH
 
+    @property
+    def mtm_url(self) -> str:
+        """MTM's base (the token URL without `/oauth2/token`); `/technicalusers` is below it."""
+        return self._base_url + MTM_PATH
+
     def public_key_pem(self) -> bytes:
         """The key that verifies every JWT this stand-in signs (SubjectPublicKeyInfo PEM)."""
         return self._key.public_key().public_bytes(
@@ -246,16 +392,73 @@ class LeanIXStandIn:
         api_token: str,
         *,
         workspace_id: str | None = None,
-        workspace_name: str = "demo",
+        workspace_name: str | None = None,
         role: str = "ADMIN",
         client_id: str = "apitoken",
-    ) -> None:
-        """Accept `api_token` (with Basic user `client_id`). Re-adding replaces and un-revokes."""
-        registration = _Registration(
-            client_id, workspace_id or str(uuid.uuid4()), workspace_name, role
-        )
+        user_name: str | None = None,
+        expiry: datetime | None = None,
+        email: str | None = None,
+        description: str | None = None,
+        token_validity: timedelta | None = None,
+        replace_keeps_expiry: bool | None = None,
+    ) -> str:
+        """Accept `api_token` (with Basic user `client_id`) as the API token of a new technical
+        user, and return that user's id (the JWT's `principal.id`).
+
+        The user lives in workspace `workspace_id` (a new one when None), named `workspace_name`
+        (default: the workspace's name, else "demo"), with role `role`. `user_name` (default
+        "<workspace name>-technical-user-<n>") must be unique in the workspace, else ValueError.
+        `expiry` (aware; default now + the token validity) is when the API token stops working.
+        `token_validity` and `replace_keeps_expiry` override the stand-in's for this user.
+
+        Re-adding a technical user's current API token updates that user instead (same id; the
+        arguments given replace what they name, workspace and name stay when None) and
+        un-revokes the token. A token that was replaced, or whose user was deleted, makes a new
+        user."""
+        if expiry is not None:
+            expiry = _to_millisecond(expiry)
         with self._lock:
-            self._tokens[api_token] = registration
+            registration = self._tokens.get(api_token)
+            user = None
+            if registration is not None and not registration.replaced:
+                user = self._users.get(registration.user_id)
+            if user is not None and registration is not None:
+                self._place(user, workspace_id, workspace_name, user_name)
+                user.role, user.client_id = role, client_id
+                if expiry is not None:
+                    user.expiry = expiry
+                if email is not None:
+                    user.email = email
+                if description is not None:
+                    user.description = description
+                if token_validity is not None:
+                    user.token_validity = token_validity
+                if replace_keeps_expiry is not None:
+                    user.replace_keeps_expiry = replace_keeps_expiry
+                registration.revoked = False
+                return user.user_id
+            workspace_id = workspace_id or str(uuid.uuid4())
+            workspace = self._workspace(workspace_id, workspace_name)
+            name = workspace_name or workspace.name
+            user = _TechnicalUser(
+                user_id=str(uuid.uuid4()),
+                user_name=self._free_user_name(workspace_id, name, user_name),
+                email=email,
+                role=role,
+                workspace_id=workspace_id,
+                workspace_name=name,
+                account_id=workspace.account_id,
+                client_id=client_id,
+                api_token=api_token,
+                token_id=str(uuid.uuid4()),
+                expiry=expiry or _to_millisecond(datetime.now(UTC) + self._validity(None)),
+                description=description if description is not None else "stand-in API token",
+                token_validity=token_validity,
+                replace_keeps_expiry=replace_keeps_expiry,
+            )
+            self._users[user.user_id] = user
+            self._tokens[api_token] = _Registration(user.user_id)
+            return user.user_id
 
     def revoke(self, api_token: str) -> None:
         """Answer 401 for `api_token` from now on. KeyError if it was never added."""
@@ -275,15 +478,78 @@ class LeanIXStandIn:
         workspace_name: str | None = None,
         role: str | None = None,
     ) -> None:
-        """Change who the next JWTs for `api_token` speak for; None leaves a field as it is."""
+        """Change who the next JWTs for `api_token` speak for (its technical user: moving it to
+        another workspace moves it at MTM too); None leaves a field as it is. KeyError if the
+        token was never added or its user was deleted."""
         with self._lock:
-            registration = self._tokens[api_token]
-            if workspace_id is not None:
-                registration.workspace_id = workspace_id
-            if workspace_name is not None:
-                registration.workspace_name = workspace_name
+            user = self._users[self._tokens[api_token].user_id]
+            self._place(user, workspace_id, workspace_name, None)
             if role is not None:
-                registration.role = role
+                user.role = role
+
+    # -- technical users (MTM) ------------------------------------------------------------------
+
+    def add_workspace(
+        self, workspace_name: str = "demo", *, workspace_id: str | None = None
+    ) -> str:
+        """A workspace (with its own account) for `add_token(..., workspace_id=...)`; returns
+        its id. ValueError if `workspace_id` exists already."""
+        workspace_id = workspace_id or str(uuid.uuid4())
+        with self._lock:
+            if workspace_id in self._workspaces:
+                raise ValueError("that workspace exists already")
+            self._workspaces[workspace_id] = _Workspace(workspace_name)
+        return workspace_id
+
+    def technical_user(self, user_id: str) -> TechnicalUser:
+        """A snapshot of technical user `user_id`. KeyError if there is none (or it was deleted)."""
+        with self._lock:
+            return self._snapshot(self._users[user_id])
+
+    def technical_users(self, workspace_id: str | None = None) -> list[TechnicalUser]:
+        """Snapshots of every technical user (of `workspace_id` only, if given), in MTM's order."""
+        with self._lock:
+            users = [
+                self._snapshot(user)
+                for user in self._users.values()
+                if workspace_id is None or user.workspace_id == workspace_id
+            ]
+        return sorted(users, key=lambda user: (user.user_name.casefold(), user.user_name, user.id))
+
+    def current_api_token(self, user_id: str) -> str:
+        """The API token the stand-in holds for `user_id` now (the latest replacement's).
+        KeyError for an unknown or deleted user. Compare it; never print it."""
+        with self._lock:
+            return self._users[user_id].api_token
+
+    def accepts(self, api_token: str) -> bool:
+        """Whether the token endpoint would issue an access token for `api_token` now (with its
+        technical user's client id): registered, current, not revoked, not past its expiry."""
+        with self._lock:
+            registration = self._tokens.get(api_token)
+            user = self._users.get(registration.user_id) if registration is not None else None
+            client_id = user.client_id if user is not None else ""
+        return self._registration(client_id, api_token) is not None
+
+    def replacements(self, user_id: str) -> int:
+        """How often replaceToken replaced `user_id`'s API token. KeyError for an unknown user."""
+        with self._lock:
+            return self._users[user_id].replacements
+
+    def set_expiry(self, user_id: str, when: datetime) -> None:
+        """Set the expiry of `user_id`'s current API token (aware; kept to the millisecond).
+        Past it, the token endpoint refuses the token. KeyError for an unknown user."""
+        when = _to_millisecond(when)
+        with self._lock:
+            self._users[user_id].expiry = when
+
+    def delete_technical_user(self, user_id: str) -> None:
+        """Delete `user_id` as MTM would: from now on MTM answers 404 for it, the token endpoint
+        401 for each of its API tokens, and its access tokens open nothing. KeyError if unknown."""
+        with self._lock:
+            del self._users[user_id]
+            for api_token in [t for t, r in self._tokens.items() if r.user_id == user_id]:
+                del self._tokens[api_token]
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -337,6 +603,63 @@ class LeanIXStandIn:
                     del self._faults[key]
             return fault
 
+    def set_mtm_fault(
+        self, mode: str, *, count: int | None = None, path: str | None = None, **params: Any
+    ) -> None:
+        """Misbehave for the next `count` MTM requests (None: until `clear_mtm_faults`).
+
+        MTM faults never touch the token endpoint or the consumer API, nor do `set_fault`'s
+        touch MTM. With `path`, a shell-style pattern (`fnmatch`, `*` crosses `/`) matched
+        against the path below `mtm_url` or the whole path ("/technicalusers",
+        "/technicalusers/*/replaceToken", "*/replaceToken"), only matching requests are
+        affected, and such a fault wins over one for every request. Setting a fault replaces the
+        previous one for the same `path`. Faults are taken before authentication, so any request
+        consumes one. Unknown modes, missing or unknown params raise ValueError.
+
+          "status"    that status; params `status`, optional `body` (bytes, or a dict sent as
+                      JSON; default an MTM error document) and `retry_after` (header)
+          "garbage"   200 with an HTML body          "close"  the connection closes unanswered
+          "hang"      wait `seconds` (other requests go on), then answer normally
+          "drop_after_replace"
+                      a replaceToken is performed (the old API token dies, the new one works),
+                      then the connection closes unanswered: the client never sees the new
+                      token. Only a replacement that happened consumes it.
+        """
+        if mode not in _MTM_FAULTS:
+            known = ", ".join(sorted(_MTM_FAULTS))
+            raise ValueError(f"unknown MTM fault mode {mode!r}; known: {known}")
+        required, optional = _MTM_FAULTS[mode]
+        if missing := required - params.keys():
+            raise ValueError(f"MTM fault {mode!r} needs {', '.join(sorted(missing))}")
+        if unknown := params.keys() - required - optional:
+            raise ValueError(f"MTM fault {mode!r} takes no {', '.join(sorted(unknown))}")
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1, or None for 'until cleared'")
+        with self._lock:
+            self._mtm_faults[path] = _Fault(mode, count, params)
+
+    def clear_mtm_faults(self) -> None:
+        with self._lock:
+            self._mtm_faults.clear()
+
+    def _take_mtm_fault(self, relative: str, *, after_replace: bool) -> _Fault | None:
+        """The MTM fault for a request to `relative` (below MTM_PATH), consumed; only
+        "drop_after_replace" when `after_replace`, never it otherwise."""
+        with self._lock:
+            patterns = [key for key in self._mtm_faults if key is not None]
+            for key in [*patterns, None]:
+                fault = self._mtm_faults.get(key)
+                if fault is None or (fault.mode == "drop_after_replace") != after_replace:
+                    continue
+                if key is not None and not _matches(key, relative):
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        del self._mtm_faults[key]
+                return fault
+        return None
+
     # -- counters -------------------------------------------------------------------------------
 
     def reset_counters(self) -> None:
@@ -347,6 +670,7 @@ class LeanIXStandIn:
             self._max_in_flight = self._in_flight
             self._last_request = None
             self._connections_total = 0
+            self._mtm_requests = []
 
     @property
     def requests_total(self) -> int:
@@ -388,6 +712,24 @@ class LeanIXStandIn:
         with self._lock:
             return self._requests_by_token.get(api_token, 0)
 
+    @property
+    def mtm_requests(self) -> list[MtmRequest]:
+        """A copy of the MTM request records since the last `reset_counters`, oldest first. A
+        record is added before its answer is sent, so a client that got an answer finds it."""
+        with self._lock:
+            return list(self._mtm_requests)
+
+    def mtm_count(self, method: str | None = None, path: str | None = None) -> int:
+        """MTM requests since the last `reset_counters` with that method (any when None) and a
+        path matching the pattern `path` (as for `set_mtm_fault`; any when None)."""
+        with self._lock:
+            return sum(
+                1
+                for record in self._mtm_requests
+                if (method is None or record.method == method)
+                and (path is None or _matches(path, record.path[len(MTM_PATH) :]))
+            )
+
     # -- used by the request handler ------------------------------------------------------------
 
     def _begin(self, record: RequestRecord, api_token: str | None) -> None:
@@ -407,16 +749,21 @@ class LeanIXStandIn:
         """Sleep without blocking other requests; False when the stand-in stopped meanwhile."""
         return seconds <= 0 or not self._stopping.wait(seconds)
 
-    def _registration(self, client_id: str, api_token: str) -> _Registration | None:
+    def _registration(self, client_id: str, api_token: str) -> _TechnicalUser | None:
+        """The technical user the token endpoint issues for, or None: `api_token` unknown,
+        revoked, replaced, past its expiry, its user deleted, or another `client_id`."""
         with self._lock:
             registration = self._tokens.get(api_token)
-            if registration is None or registration.revoked:
+            if registration is None or registration.revoked or registration.replaced:
                 return None
-            if not secrets.compare_digest(registration.client_id, client_id):
+            user = self._users.get(registration.user_id)
+            if user is None or user.expiry <= datetime.now(UTC):
                 return None
-            return replace(registration)  # a snapshot, consistent for one answer
+            if not secrets.compare_digest(user.client_id, client_id):
+                return None
+            return replace(user)  # a snapshot, consistent for one answer
 
-    def _issue(self, api_token: str, registration: _Registration) -> tuple[str, int]:
+    def _issue(self, api_token: str, registration: _TechnicalUser) -> tuple[str, int]:
         """A signed JWT for `registration` and the lifetime announced with it."""
         lifetime = self.lifetime_seconds
         now = datetime.now(UTC)
@@ -430,7 +777,7 @@ class LeanIXStandIn:
             "instanceUrl": self._base_url,
             "principal": {
                 "id": registration.user_id,
-                "username": f"{registration.workspace_name}-technical-user",
+                "username": registration.user_name,
                 "role": registration.role,
                 "status": "ACTIVE",
                 "account": {"id": registration.account_id, "name": registration.workspace_name},
@@ -453,7 +800,9 @@ class LeanIXStandIn:
     def _bearer_claims(self, headers: Message) -> dict[str, Any] | None:
         """The claims of the request's `Authorization: Bearer <JWT>`, or None unless this
         stand-in issued that JWT: RS256 with its own key, a `jti` it handed out, `exp` still
-        ahead, and the API token it was issued for still registered and not revoked."""
+        ahead, and the API token it was issued for still registered and not revoked, to a
+        technical user that still exists. A token replaced since (replaceToken) still counts:
+        its access tokens live until their `exp`."""
         scheme, _, token = headers.get("Authorization", "").partition(" ")
         claims = self._signed_claims(token.strip()) if scheme.lower() == "bearer" else None
         if claims is None:
@@ -468,7 +817,227 @@ class LeanIXStandIn:
             registration = self._tokens.get(api_token) if api_token is not None else None
             if registration is None or registration.revoked:
                 return None
+            if not self._issued_to_live_user(claims, registration):
+                return None
         return claims
+
+    # -- MTM, used by the request handler ------------------------------------------------------
+
+    def _issued_to_live_user(self, claims: dict[str, Any], registration: _Registration) -> bool:
+        """Whether the token's technical user still exists and is the one the JWT names (a token
+        re-added for a new user after a deletion does not revive the old user's access tokens).
+        The caller holds the lock."""
+        principal = claims.get("principal")
+        return (
+            registration.user_id in self._users
+            and isinstance(principal, dict)
+            and principal.get("id") == registration.user_id
+        )
+
+    def _mtm_answer(
+        self, method: str, relative: str, query_args: dict[str, list[str]], headers: Message
+    ) -> _MtmAnswer:
+        """What MTM answers to `method` `relative` (a path below MTM_PATH, under
+        /technicalusers): 401 without a bearer that opens the consumer API, 403 for a caller
+        whose workspace role is not ADMIN, 404/405 for unknown paths and methods, then the
+        listing, one user, or a replacement (`replaced` set)."""
+        claims = self._bearer_claims(headers)
+        if claims is None:
+            return _mtm_error(401, "Unauthorized", {"WWW-Authenticate": 'Bearer realm="LeanIX"'})
+        principal = claims.get("principal")
+        permission = principal.get("permission") if isinstance(principal, dict) else None
+        if not isinstance(principal, dict) or not isinstance(permission, dict):
+            return _mtm_error(401, "Unauthorized", {"WWW-Authenticate": 'Bearer realm="LeanIX"'})
+        caller_id = str(principal.get("id"))
+        workspace_id = str(permission.get("workspaceId"))
+        if permission.get("role") != "ADMIN":
+            answer = _mtm_error(403, "Forbidden: this needs the workspace role ADMIN")
+            return replace(answer, caller_id=caller_id)
+        parts = relative.split("/")  # "", "technicalusers", [id, ["replaceToken"]]
+        if len(parts) == 2:
+            answer = self._mtm_list(method, workspace_id, query_args)
+        elif len(parts) == 3 and parts[2]:
+            answer = self._mtm_get(method, workspace_id, parts[2])
+        elif len(parts) == 4 and parts[2] and parts[3] == "replaceToken":
+            answer = self._mtm_replace(method, workspace_id, parts[2])
+        else:
+            answer = _mtm_error(404, "Not found")
+        return replace(answer, caller_id=caller_id)
+
+    def _mtm_list(
+        self, method: str, workspace_id: str, query_args: dict[str, list[str]]
+    ) -> _MtmAnswer:
+        if method != "GET":
+            return _mtm_error(405, "Method not allowed", {"Allow": "GET"})
+        page = _int_arg(query_args, "page", 1)
+        size = _int_arg(query_args, "size", MTM_DEFAULT_PAGE_SIZE)
+        if page is None or page < 1:
+            return _mtm_error(400, "page must be an integer of at least 1")
+        if size is None or not 1 <= size <= MTM_MAX_PAGE_SIZE:
+            return _mtm_error(400, f"size must be an integer from 1 to {MTM_MAX_PAGE_SIZE}")
+        sort = _first(query_args, "sort") or "userName-ASC"
+        if sort not in _MTM_SORTS:
+            return _mtm_error(400, f"sort must be one of {', '.join(_MTM_SORTS)}")
+        wanted = (_first(query_args, "queryUserName") or "").casefold()
+        users = [
+            user
+            for user in self.technical_users(workspace_id)
+            if wanted in user.user_name.casefold()
+        ]
+        if _MTM_SORTS[sort]:
+            users.reverse()
+        shown = users[(page - 1) * size : page * size]
+        documents = [self._user_document(user) for user in shown]
+        return _MtmAnswer(200, _mtm_ok("TechnicalUserListResponse", documents, total=len(users)))
+
+    def _mtm_get(self, method: str, workspace_id: str, user_id: str) -> _MtmAnswer:
+        if method != "GET":
+            return _mtm_error(405, "Method not allowed", {"Allow": "GET"})
+        with self._lock:
+            user = self._users.get(user_id)
+            snapshot = self._snapshot(user) if user is not None else None
+        if snapshot is None or snapshot.workspace_id != workspace_id:
+            return _mtm_error(404, "Technical user not found")
+        return _MtmAnswer(200, _mtm_ok("TechnicalUserResponse", self._user_document(snapshot)))
+
+    def _mtm_replace(self, method: str, workspace_id: str, user_id: str) -> _MtmAnswer:
+        """replaceToken: a new API token for the same user, the old one refused from now on."""
+        if method != "PUT":
+            return _mtm_error(405, "Method not allowed", {"Allow": "PUT"})
+        new_token = "standin-" + secrets.token_urlsafe(32)
+        with self._lock:
+            user = self._users.get(user_id)
+            if user is None or user.workspace_id != workspace_id:
+                return _mtm_error(404, "Technical user not found")
+            old_token = user.api_token
+            if (old := self._tokens.get(old_token)) is not None:
+                old.replaced = True
+            keeps = user.replace_keeps_expiry
+            if not (self.replace_keeps_expiry if keeps is None else keeps):
+                user.expiry = _to_millisecond(datetime.now(UTC) + self._validity(user))
+            user.api_token, user.token_id = new_token, str(uuid.uuid4())
+            user.replacements += 1
+            self._tokens[new_token] = _Registration(user.user_id)
+            snapshot = self._snapshot(user)
+        logger.debug(
+            "stand-in replaced the API token of technical user %s: %s -> %s",
+            user_id,
+            fingerprint(old_token),
+            fingerprint(new_token),
+        )
+        document = self._user_document(snapshot)
+        document["apiTokenData"]["token"] = new_token
+        return _MtmAnswer(200, _mtm_ok("TechnicalUserResponse", document), replaced=True)
+
+    def _user_document(self, user: TechnicalUser) -> dict[str, Any]:
+        """TechnicalUserData as MTM sends it, without a token."""
+        return {
+            "id": user.id,
+            "userName": user.user_name,
+            "email": user.email,
+            "permissionRole": user.role,
+            "customerRoles": None,
+            "accountId": user.account_id,
+            "workspaceId": user.workspace_id,
+            "apiTokenData": {
+                "id": user.token_id,
+                "expiry": self._wire_expiry(user.expiry),
+                "description": user.description,
+            },
+        }
+
+    def _wire_expiry(self, when: datetime) -> str | int:
+        if self.expiry_format == "epoch_ms":
+            return (when - _EPOCH) // timedelta(milliseconds=1)
+        utc = when.astimezone(UTC)
+        millis = utc.microsecond // 1000
+        fraction = f".{millis:03d}" if millis else ""
+        return utc.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+    def _record_mtm(
+        self,
+        method: str,
+        path: str,
+        query_args: dict[str, list[str]],
+        status: int | None,
+        caller_id: str | None,
+        fault: str | None,
+    ) -> None:
+        query = tuple((key, query_args[key][0]) for key in _MTM_QUERY_KEYS if query_args.get(key))
+        record = MtmRequest(method, path, query, status, caller_id, fault)
+        with self._lock:
+            self._mtm_requests.append(record)
+
+    def _validity(self, user: _TechnicalUser | None) -> timedelta:
+        own = user.token_validity if user is not None else None
+        return own if own is not None else self.token_validity
+
+    def _snapshot(self, user: _TechnicalUser) -> TechnicalUser:
+        """The caller holds the lock."""
+        keeps = user.replace_keeps_expiry
+        return TechnicalUser(
+            id=user.user_id,
+            user_name=user.user_name,
+            email=user.email,
+            role=user.role,
+            workspace_id=user.workspace_id,
+            workspace_name=user.workspace_name,
+            account_id=user.account_id,
+            client_id=user.client_id,
+            token_id=user.token_id,
+            expiry=user.expiry,
+            description=user.description,
+            api_token_fingerprint=fingerprint(user.api_token),
+            token_validity=self._validity(user),
+            replace_keeps_expiry=self.replace_keeps_expiry if keeps is None else keeps,
+            replacements=user.replacements,
+        )
+
+    def _workspace(self, workspace_id: str, name: str | None) -> _Workspace:
+        """Workspace `workspace_id`, made (named `name` or "demo") if new. Caller holds the lock."""
+        workspace = self._workspaces.get(workspace_id)
+        if workspace is None:
+            workspace = self._workspaces[workspace_id] = _Workspace(name or "demo")
+        return workspace
+
+    def _place(
+        self,
+        user: _TechnicalUser,
+        workspace_id: str | None,
+        workspace_name: str | None,
+        user_name: str | None,
+    ) -> None:
+        """Move `user` and rename it as given (None: as it is); ValueError, changing nothing,
+        if its name is taken in the workspace it ends up in. The caller holds the lock."""
+        target = workspace_id or user.workspace_id
+        name = user_name or user.user_name
+        if (target, name) != (user.workspace_id, user.user_name):
+            self._free_user_name(target, "", name, user.user_id)
+        if target != user.workspace_id:
+            workspace = self._workspace(target, workspace_name or user.workspace_name)
+            user.workspace_id, user.account_id = target, workspace.account_id
+        user.user_name = name
+        if workspace_name is not None:
+            user.workspace_name = workspace_name
+
+    def _free_user_name(
+        self, workspace_id: str, workspace_name: str, wanted: str | None, exclude: str = ""
+    ) -> str:
+        """`wanted` if no other user of the workspace has it (else ValueError), or the first
+        free default name. The caller holds the lock."""
+        taken = {
+            user.user_name
+            for user in self._users.values()
+            if user.workspace_id == workspace_id and user.user_id != exclude
+        }
+        if wanted is not None:
+            if wanted in taken:
+                raise ValueError(f"user name {wanted!r} is taken in that workspace")
+            return wanted
+        number = len(taken) + 1
+        while f"{workspace_name}-technical-user-{number}" in taken:
+            number += 1
+        return f"{workspace_name}-technical-user-{number}"
 
     def _signed_claims(self, token: str) -> dict[str, Any] | None:
         """The claims of a compact JWT signed RS256 with this stand-in's key, else None."""
@@ -526,6 +1095,9 @@ class _Server(ThreadingHTTPServer):
         # Runs in the connection's own thread, so a slow TLS handshake blocks nobody else.
         connection = cast(socket.socket, request)
         connection.settimeout(CONNECTION_TIMEOUT)
+        # Headers and body go out in two writes; with Nagle's algorithm the body waits for the
+        # client's delayed ACK of the headers (~40 ms per answer on a reused connection).
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.context is not None:
             connection = self.context.wrap_socket(
                 connection, server_side=True, do_handshake_on_connect=False
@@ -558,6 +1130,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:  # MTM's replaceToken; elsewhere 405
+        self._dispatch()
+
+    def do_DELETE(self) -> None:  # 405 everywhere, rather than http.server's 501
         self._dispatch()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -600,6 +1178,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not standin._pause(standin.latency_seconds):
                 self.close_connection = True
+                return
+            if path == TECHNICAL_USERS_PATH or path.startswith(TECHNICAL_USERS_PATH + "/"):
+                self._mtm(standin, path, query_args)
                 return
             if path not in (TOKEN_PATH, GRAPHQL_PATH):
                 self._send(404, {"error": "not_found"})
@@ -676,6 +1257,52 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"errors": [{"message": "a JSON body with a 'query' is required"}]})
             return
         self._send(200, GRAPHQL_ANSWER)
+
+    def _mtm(self, standin: LeanIXStandIn, path: str, query_args: dict[str, list[str]]) -> None:
+        """The technical-users API: an MTM fault if one applies, else `_mtm_answer`. Each
+        request is recorded before its answer goes out (or the connection closes)."""
+        relative = path[len(MTM_PATH) :]
+        fault = standin._take_mtm_fault(relative, after_replace=False)
+
+        def record(status: int | None, caller_id: str | None, fault_mode: str | None) -> None:
+            standin._record_mtm(self.command, path, query_args, status, caller_id, fault_mode)
+
+        if fault is not None and fault.mode == "hang":
+            if not standin._pause(float(fault.params["seconds"])):
+                record(None, None, fault.mode)
+                self.close_connection = True
+                return
+        elif fault is not None:
+            record(
+                None if fault.mode == "close" else self._mtm_fault_status(fault), None, fault.mode
+            )
+            self._mtm_fault(fault)
+            return
+        answer = standin._mtm_answer(self.command, relative, query_args, self.headers)
+        if answer.replaced:
+            dropped = standin._take_mtm_fault(relative, after_replace=True)
+            if dropped is not None:
+                record(None, answer.caller_id, dropped.mode)
+                self.close_connection = True  # the new token is never sent
+                return
+        record(answer.status, answer.caller_id, fault.mode if fault is not None else None)
+        self._send(answer.status, answer.document, answer.headers)
+
+    @staticmethod
+    def _mtm_fault_status(fault: _Fault) -> int:
+        return int(fault.params["status"]) if fault.mode == "status" else 200
+
+    def _mtm_fault(self, fault: _Fault) -> None:
+        """Answer as MTM fault `fault` ("status", "garbage" or "close") says."""
+        if fault.mode == "close":
+            self.close_connection = True  # nothing is written: the client sees the socket close
+        elif fault.mode == "status":
+            params = fault.params
+            headers = {"Retry-After": str(params["retry_after"])} if "retry_after" in params else {}
+            body = params.get("body", _mtm_error(int(params["status"]), "injected fault").document)
+            self._send(int(params["status"]), body, headers)
+        elif fault.mode == "garbage":
+            self._send(200, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
 
     def _transport_fault(self, standin: LeanIXStandIn, fault: _Fault) -> None:
         """Answer (or not) as `fault` says; for "hang", only wait and let the caller go on."""
@@ -765,6 +1392,47 @@ def _first(args: dict[str, list[str]], key: str) -> str | None:
     return values[0] if values else None
 
 
+def _mtm_ok(kind: str, data: Any, **extra: Any) -> dict[str, Any]:
+    """MTM's success envelope; `extra` (a list's `total`) goes before `data`, as MTM orders it."""
+    return {"status": "OK", "type": kind, "message": None, "errors": [], **extra, "data": data}
+
+
+def _mtm_error(status: int, message: str, headers: dict[str, str] | None = None) -> _MtmAnswer:
+    """MTM's failure envelope. `message` is the stand-in's own text: never a request's value."""
+    document = {
+        "status": "ERROR",
+        "type": "ErrorResponse",
+        "message": message,
+        "errors": [{"message": message, "messages": [message]}],
+        "data": None,
+    }
+    return _MtmAnswer(status, document, headers or {})
+
+
+def _int_arg(args: dict[str, list[str]], key: str, default: int) -> int | None:
+    """The integer query argument `key` (`default` when absent), None when it is no integer."""
+    value = _first(args, key)
+    if value is None:
+        return default
+    text = value.strip()
+    return int(text) if text.isascii() and text.removeprefix("-").isdigit() else None
+
+
+def _matches(pattern: str, relative: str) -> bool:
+    """`pattern` against an MTM path, below MTM_PATH (`relative`) or whole."""
+    return fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(
+        MTM_PATH + relative, pattern
+    )
+
+
+def _to_millisecond(when: datetime) -> datetime:
+    """`when` (aware, else ValueError) in UTC, cut to the millisecond as MTM's `Instant`s."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("an expiry must be an aware datetime")
+    utc = when.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
 def _compact(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
@@ -813,6 +1481,9 @@ def main(argv: list[str] | None = None) -> int:
             standin.add_token(api_token, workspace_name=name)
         print(f"LeanIX stand-in: {standin.token_url}", flush=True)
         print(f"  its API (Bearer access token): {standin.graphql_url}", flush=True)
+        print(
+            f"  MTM technical users (Bearer, ADMIN): {standin.mtm_url}/technicalusers", flush=True
+        )
         if generated:
             # A throwaway token of a local fake, printed so a trial can use it at once.
             print(f"stand-in API token for workspace 'demo': {tokens[0][1]}", flush=True)
