@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from rotator.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/rotator/rotator.toml")
+MAX_TIMEOUT_SECONDS = 300.0  # exchange.timeout_seconds at most; bounds every claim's lease
 
 # One DNS label under leanix.net, as LeanIX's own tooling accepts (`sources.host_matches`).
 DEFAULT_ALLOWED_HOSTS = ("*.leanix.net",)
@@ -234,7 +235,7 @@ _SCHEMA: dict[str, dict[str, Checker]] = {
     "exchange": {
         "allowed_hosts": _host_patterns,
         "insecure_http_hosts": _host_patterns,
-        "timeout_seconds": _number(0.1, 300),
+        "timeout_seconds": _number(0.1, MAX_TIMEOUT_SECONDS),
         "refresh_fraction": _fraction,
         "max_workers": _integer(1, 256),
         "max_backoff_seconds": _number(1, 86400),

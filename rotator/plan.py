@@ -33,7 +33,7 @@ from rotator.config import Config
 from rotator.errors import SourceError
 from rotator.outcome import Failure, FailureKind, Reason, State
 from rotator.policy import Action, Decision
-from rotator.records import Claim, SecretVersion
+from rotator.records import Claim, SecretVersion, claim_lease
 from rotator.sources import Source
 from rotator.tokens import AccessToken, parse_output
 
@@ -53,8 +53,7 @@ class Rules:
         return cls(
             refresh_fraction=config.exchange.refresh_fraction,
             max_issuances_per_hour=config.alerts.max_issuances_per_hour,
-            # Long enough for an exchange (connect + read + body deadline) and the writes after it.
-            claim_lease=timedelta(seconds=3 * config.exchange.timeout_seconds + 15),
+            claim_lease=claim_lease(config.exchange.timeout_seconds),
         )
 
 
@@ -216,9 +215,11 @@ def plan_token(facts: TokenFacts, rules: Rules) -> Plan:
         )
 
     if facts.claimed_elsewhere:
+        # Healthy only if consumers hold a valid token while the other instance refreshes it.
+        valid = output.trusted is not None and output.trusted.expires_at > now
         return _report(
             Reason.CLAIMED_ELSEWHERE,
-            State.FRESH if output.trusted is not None else State.FAILING,
+            State.FRESH if valid else State.FAILING,
             at=now + rules.claim_lease,
             token=output.trusted,
         )

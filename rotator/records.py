@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from rotator.config import MAX_TIMEOUT_SECONDS
 from rotator.redact import fingerprint
 from rotator.tokens import (
     ISSUANCE_LOG_KEY,
     ISSUANCE_LOGGED_KEY,
+    MAX_CLOCK_SKEW,
     AccessToken,
     format_time,
     issuance_log_add,
@@ -166,15 +168,27 @@ def release_record(owner: str, output_version: int) -> dict[str, Any]:
     return {"owner": owner, "until": RELEASED_UNTIL, "output_version": output_version}
 
 
+def claim_lease(timeout_seconds: float) -> timedelta:
+    """How long a claim lasts: an exchange (connect, read, the body's deadline) and the writes
+    after it."""
+    return timedelta(seconds=3 * timeout_seconds + 15)
+
+
+# No rotator writes a longer claim (the config caps exchange.timeout_seconds); one that says it
+# lasts longer is forged or written by a clock far ahead, and is not honoured.
+MAX_CLAIM_LEASE = claim_lease(MAX_TIMEOUT_SECONDS) + MAX_CLOCK_SKEW
+
+
 def is_claimed_by_another(existing: SecretVersion | None, owner: str, now: datetime) -> bool:
-    """True while another owner's claim is live. An unreadable expiry counts as lapsed."""
+    """True while another owner's claim is live. An unreadable expiry counts as lapsed, and so
+    does one further ahead than any rotator's claim could be (`MAX_CLAIM_LEASE`)."""
     if existing is None or existing.data.get("owner") == owner:
         return False
     try:
         until = parse_time(str(existing.data.get("until", "")))
     except ValueError:
         return False
-    return until > now
+    return now < until <= now + MAX_CLAIM_LEASE
 
 
 def claim_taken(existing: SecretVersion | None, version: int) -> Claim:

@@ -249,6 +249,14 @@ def test_a_token_claimed_by_another_instance_waits_one_lease() -> None:
     assert result.at == DUE + RULES.claim_lease
 
 
+def test_claimed_elsewhere_while_consumers_hold_an_expired_token_is_failing() -> None:
+    expired = output(token(T0 - 2 * HOUR))
+
+    result = plan(output=expired, claimed_elsewhere=True)
+
+    assert (result.state, result.reason) == (State.FAILING, Reason.CLAIMED_ELSEWHERE)
+
+
 def test_claimed_elsewhere_without_a_token_is_failing() -> None:
     result = plan(output=OutputView(), claimed_elsewhere=True)
 

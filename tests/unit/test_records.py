@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from rotator.records import (
+    MAX_CLAIM_LEASE,
     NO_FINGERPRINT,
     RELEASED_UNTIL,
     WRITER_ID,
@@ -14,6 +15,7 @@ from rotator.records import (
     OutputMetadata,
     SecretVersion,
     announce,
+    claim_lease,
     claim_record,
     claim_taken,
     is_claimed_by_another,
@@ -197,3 +199,17 @@ def test_a_settled_version_that_is_not_an_integer_is_unknown() -> None:
     for value in ("7", True, None, 7.0):
         assert settled_output_version(SecretVersion({"output_version": value}, 1, {})) is None
     assert settled_output_version(None) is None
+
+
+def test_a_claim_further_ahead_than_any_rotator_writes_is_not_honoured() -> None:
+    """A forged or clock-skewed far-future claim must not block refreshes until then."""
+    forged = claim_secret("one", T0 + MAX_CLAIM_LEASE + timedelta(seconds=1))
+    longest = claim_secret("one", T0 + MAX_CLAIM_LEASE)
+
+    assert not is_claimed_by_another(forged, "two", T0)
+    assert is_claimed_by_another(longest, "two", T0)
+
+
+def test_the_longest_claim_is_the_longest_timeout_s_lease_plus_the_clock_skew() -> None:
+    assert claim_lease(10) == timedelta(seconds=45)
+    assert claim_lease(300) + MAX_CLOCK_SKEW == MAX_CLAIM_LEASE
