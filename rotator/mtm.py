@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 100  # MTM's maximum
 MAX_PAGES = 1000  # 100,000 technical users in one workspace: far past any real one
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a page of 100 users is some 50 KiB
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -219,14 +220,18 @@ def parse_expiry(value: Any) -> datetime | None:
     """An `apiTokenData.expiry` as MTM sends it: ISO 8601, or epoch milliseconds (the wire format
     is undocumented). None when absent, unreadable or outside the times `tokens.parse_time`
     accepts."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
     try:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return parse_time(datetime.fromtimestamp(value / 1000, UTC).isoformat())
         if isinstance(value, str):
-            return parse_time(value.strip())
-    except (OverflowError, OSError, ValueError):
+            text = value.strip()
+            # ASCII digits only: str.isdigit() also accepts '²' (which int() refuses) and other
+            # scripts' digits (which it takes). int() refuses over 4300 digits: caught below.
+            if not (text.isascii() and text.isdigit()):
+                return parse_time(text)
+            value = int(text)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # timedelta, not a float division: exact to the millisecond across the window
+            return parse_time((_EPOCH + timedelta(milliseconds=value)).isoformat())
+    except (OverflowError, ValueError):
         pass
     return None
 
