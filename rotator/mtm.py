@@ -117,7 +117,12 @@ class MtmClient:
         if isinstance(token, str):
             token = token.strip()
             SECRETS.register(token)
-        if not isinstance(token, str) or not token.isascii() or not token.isprintable():
+        if (
+            not isinstance(token, str)
+            or not token
+            or not token.isascii()
+            or not token.isprintable()
+        ):
             raise MtmUnavailable(f"MTM's replaceToken answer for {name!r} holds no new API token")
         if " " in token or len(token) > 8192:
             raise MtmUnavailable(f"MTM's replaceToken answer for {name!r} holds no usable token")
