@@ -8,9 +8,9 @@ answer, no cookies. An answer's body is never quoted in an error or log line: th
 `replaceToken` holds the new API token, which is registered with the redactor before anything
 else happens to it.
 
-Errors (`errors.py`): `MtmRefused` (401, 403, another 4xx, a redirect: nothing changed),
-`TechnicalUserMissing` (404), `MtmUnavailable` (5xx, timeouts, a connection lost, an answer that
-is not what MTM sends: it may or may not have acted).
+Errors (`errors.py`): `MtmRefused` (401, 403, another 4xx, a redirect, a 404 of the listing:
+nothing changed), `TechnicalUserMissing` (404 for a URL naming a user), `MtmUnavailable` (5xx,
+timeouts, a connection lost, an answer that is not what MTM sends: it may or may not have acted).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class MtmClient:
         what = f"MTM {method} technicalusers{route if route != '/' else ''} for {name!r}"
         with self._watchdog.deadline(self.deadline_seconds) as deadline:
             try:
-                return self._request(method, url, bearer, what, deadline)
+                return self._request(method, url, bearer, what, deadline, route != "/")
             except MtmUnavailable:
                 if deadline.expired:
                     raise MtmUnavailable(
@@ -152,8 +152,10 @@ class MtmClient:
                 raise
 
     def _request(
-        self, method: str, url: str, bearer: str, what: str, deadline: Deadline
+        self, method: str, url: str, bearer: str, what: str, deadline: Deadline, of_user: bool
     ) -> dict[str, Any]:
+        """`of_user`: the URL names a technical user, so a 404 means MTM does not know it (for
+        the listing, a 404 says only that MTM is not there: a refusal)."""
         try:
             response = self._session.request(
                 method,
@@ -176,7 +178,7 @@ class MtmClient:
             if deadline.expired:
                 raise MtmUnavailable(f"{what}: cut off")
             status = response.status_code
-            if status == 404:
+            if status == 404 and of_user:
                 raise TechnicalUserMissing(f"{what}: MTM does not know the technical user")
             if status in (401, 403):
                 raise MtmRefused(f"{what}: MTM refused the admin's access token ({status})", status)
