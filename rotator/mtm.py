@@ -8,9 +8,9 @@ answer, no cookies. An answer's body is never quoted in an error or log line: th
 `replaceToken` holds the new API token, which is registered with the redactor before anything
 else happens to it.
 
-Errors (`errors.py`): `MtmRefused` (401, 403, another 4xx, a redirect: nothing changed),
-`TechnicalUserMissing` (404), `MtmUnavailable` (5xx, timeouts, a connection lost, an answer that
-is not what MTM sends: it may or may not have acted).
+Errors (`errors.py`): `MtmRefused` (401, 403, another 4xx, a redirect, a 404 of the listing:
+nothing changed), `TechnicalUserMissing` (404 for a URL naming a user), `MtmUnavailable` (5xx,
+timeouts, a connection lost, an answer that is not what MTM sends: it may or may not have acted).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 100  # MTM's maximum
 MAX_PAGES = 1000  # 100,000 technical users in one workspace: far past any real one
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a page of 100 users is some 50 KiB
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,12 @@ class MtmClient:
         if isinstance(token, str):
             token = token.strip()
             SECRETS.register(token)
-        if not isinstance(token, str) or not token.isascii() or not token.isprintable():
+        if (
+            not isinstance(token, str)
+            or not token
+            or not token.isascii()
+            or not token.isprintable()
+        ):
             raise MtmUnavailable(f"MTM's replaceToken answer for {name!r} holds no new API token")
         if " " in token or len(token) > 8192:
             raise MtmUnavailable(f"MTM's replaceToken answer for {name!r} holds no usable token")
@@ -137,7 +143,7 @@ class MtmClient:
         what = f"MTM {method} technicalusers{route if route != '/' else ''} for {name!r}"
         with self._watchdog.deadline(self.deadline_seconds) as deadline:
             try:
-                return self._request(method, url, bearer, what, deadline)
+                return self._request(method, url, bearer, what, deadline, route != "/")
             except MtmUnavailable:
                 if deadline.expired:
                     raise MtmUnavailable(
@@ -146,8 +152,10 @@ class MtmClient:
                 raise
 
     def _request(
-        self, method: str, url: str, bearer: str, what: str, deadline: Deadline
+        self, method: str, url: str, bearer: str, what: str, deadline: Deadline, of_user: bool
     ) -> dict[str, Any]:
+        """`of_user`: the URL names a technical user, so a 404 means MTM does not know it (for
+        the listing, a 404 says only that MTM is not there: a refusal)."""
         try:
             response = self._session.request(
                 method,
@@ -170,7 +178,7 @@ class MtmClient:
             if deadline.expired:
                 raise MtmUnavailable(f"{what}: cut off")
             status = response.status_code
-            if status == 404:
+            if status == 404 and of_user:
                 raise TechnicalUserMissing(f"{what}: MTM does not know the technical user")
             if status in (401, 403):
                 raise MtmRefused(f"{what}: MTM refused the admin's access token ({status})", status)
@@ -219,14 +227,18 @@ def parse_expiry(value: Any) -> datetime | None:
     """An `apiTokenData.expiry` as MTM sends it: ISO 8601, or epoch milliseconds (the wire format
     is undocumented). None when absent, unreadable or outside the times `tokens.parse_time`
     accepts."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
     try:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return parse_time(datetime.fromtimestamp(value / 1000, UTC).isoformat())
         if isinstance(value, str):
-            return parse_time(value.strip())
-    except (OverflowError, OSError, ValueError):
+            text = value.strip()
+            # ASCII digits only: str.isdigit() also accepts '²' (which int() refuses) and other
+            # scripts' digits (which it takes). int() refuses over 4300 digits: caught below.
+            if not (text.isascii() and text.isdigit()):
+                return parse_time(text)
+            value = int(text)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # timedelta, not a float division: exact to the millisecond across the window
+            return parse_time((_EPOCH + timedelta(milliseconds=value)).isoformat())
+    except (OverflowError, ValueError):
         pass
     return None
 
