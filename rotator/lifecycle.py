@@ -4,7 +4,7 @@ how a replacement interrupted at any step rolls forward, when to promote `api_to
 A replacement is written down before it happens, in the source secret's custom_metadata:
 
     replacing_since    when the replacement started (before `PUT .../replaceToken`)
-    replacing_version  the source version it started from
+    replacing_from     the fingerprint of the API token it replaces
     replace_attempts   attempts since the last completed replacement
     replaced_at        when the last replacement completed (the new token stored)
     replace_attempted  when the last replacement started, kept once the record is cleared
@@ -12,9 +12,9 @@ A replacement is written down before it happens, in the source secret's custom_m
 and every step is idempotent, so whoever finds the record rolls it forward (`plan_api_token`):
 
     a new token held in memory, not yet stored          -> store it (step 3, retried until stored)
-    record, source moved past its version, output holds
-      an access token of the new version                 -> clear the record (step 5)
-    record, source still at its version:
+    record, the source holds another token than the
+      one replaced, and the output an access token of it -> clear the record (step 5)
+    record, the source still holds the token replaced:
         the API token still works (checked since)        -> the replacement never happened: clear
         the API token is rejected                        -> its new token was lost: replace again
         not known                                        -> prove the API token now (exchange)
@@ -24,9 +24,9 @@ and every step is idempotent, so whoever finds the record rolls it forward (`pla
 The hour: a replacement never starts within an hour of the previous one's start (whether it
 completed, failed, or never reached MTM: `replace_attempted` keeps the time). The one
 exception is a replacement whose new token provably died on the way (the record is there, the
-source never moved, the old token is rejected): that token is useless anyway and waiting would
-only keep the integration down, so it is replaced again after `RECOVERY_DELAYS` (0 s, then
-growing to the hour), which still rules out a loop.
+source still holds the old token, and that one is rejected): that token is useless anyway and
+waiting would only keep the integration down, so it is replaced again after `RECOVERY_DELAYS`
+(0 s, then growing to the hour), which still rules out a loop.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from rotator.redact import fingerprint
 from rotator.sources import Source
 from rotator.tokens import format_time, parse_time
 
@@ -45,11 +46,11 @@ REPLACEMENT_INTERVAL = timedelta(hours=1)
 RECOVERY_DELAYS = (timedelta(0), timedelta(minutes=5), timedelta(minutes=20), REPLACEMENT_INTERVAL)
 
 INTENT_KEY = "replacing_since"
-INTENT_VERSION_KEY = "replacing_version"
+INTENT_FROM_KEY = "replacing_from"
 ATTEMPTS_KEY = "replace_attempts"
 REPLACED_KEY = "replaced_at"
 ATTEMPTED_KEY = "replace_attempted"
-RECORD_KEYS = (INTENT_KEY, INTENT_VERSION_KEY, ATTEMPTS_KEY)
+RECORD_KEYS = (INTENT_KEY, INTENT_FROM_KEY, ATTEMPTS_KEY)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Intent:
     """A replacement written down in the source's custom_metadata."""
 
     since: datetime
-    version: int  # the source version it started from
+    replaces: str  # the fingerprint of the API token being replaced
     attempts: int  # attempts since the last completed replacement, >= 1
 
 
@@ -74,13 +75,13 @@ def read_intent(metadata: Mapping[str, str]) -> Intent | None:
     record rotator cannot read counts as none: it was not written by rotator."""
     try:
         since = parse_time(metadata[INTENT_KEY])
-        version = int(metadata[INTENT_VERSION_KEY])
+        replaces = metadata[INTENT_FROM_KEY]
         attempts = int(metadata.get(ATTEMPTS_KEY, "1"))
     except (KeyError, ValueError):
         return None
-    if version < 1 or attempts < 1:
+    if not replaces or attempts < 1:
         return None
-    return Intent(since, version, attempts)
+    return Intent(since, replaces, attempts)
 
 
 def replaced_at(metadata: Mapping[str, str]) -> datetime | None:
@@ -103,14 +104,14 @@ def _time(metadata: Mapping[str, str], key: str) -> datetime | None:
         return None
 
 
-def intent_metadata(metadata: Mapping[str, str], now: datetime, version: int) -> dict[str, str]:
-    """`metadata` with a replacement recorded as starting now from `version` (step 1)."""
+def intent_metadata(metadata: Mapping[str, str], now: datetime, api_token: str) -> dict[str, str]:
+    """`metadata` with a replacement of `api_token` recorded as starting now (step 1)."""
     previous = read_intent(metadata)
     attempts = previous.attempts + 1 if previous is not None else 1
     return {
         **metadata,
         INTENT_KEY: format_time(now),
-        INTENT_VERSION_KEY: str(version),
+        INTENT_FROM_KEY: fingerprint(api_token),
         ATTEMPTS_KEY: str(attempts),
     }
 
@@ -165,8 +166,8 @@ class ApiTokenFacts:
     source: Source
     metadata: Mapping[str, str]  # the source secret's custom_metadata
     created: datetime | None = None  # when the current source version was written
-    api_token: Proof = UNPROVEN  # the current source version's api_token
-    next_token: Proof = UNPROVEN  # api_token_next, when there is one
+    api_token: Proof = UNPROVEN  # what the last exchange of the source's api_token said
+    next_token: Proof = UNPROVEN  # and of its api_token_next, when there is one
     output_source_version: int | None = None  # the source version the output was exchanged from
     requested: bool = False  # `rotator replace-api-token`
     holding: bool = False  # a new API token is held in memory, not yet stored
@@ -206,6 +207,24 @@ class Why(StrEnum):
     NOTHING = "nothing"
 
 
+# What each reason means, for reports and `rotator plan`.
+WHY_TEXT = {
+    Why.HELD: "a new API token is held in memory",
+    Why.DONE: "the last replacement is complete",
+    Why.PENDING: "the new API token is stored; its first exchange is due",
+    Why.NEVER_HAPPENED: "the recorded replacement never happened",
+    Why.LOST: "a replacement was interrupted and its new token lost",
+    Why.UNPROVEN: "a replacement was interrupted; is the old token still valid?",
+    Why.PROMOTE: "api_token is rejected and api_token_next works",
+    Why.REQUESTED: "requested",
+    Why.EVERY: "api_tokens.replace_every_days",
+    Why.EXPIRY: "api_tokens.replace_before_expiry_days",
+    Why.HOUR: "at most one replacement per hour",
+    Why.NOT_MANAGED: "not a LeanIX technical user's token",
+    Why.NOTHING: "nothing scheduled",
+}
+
+
 @dataclass(frozen=True)
 class LifecyclePlan:
     step: Step
@@ -220,8 +239,9 @@ def plan_api_token(facts: ApiTokenFacts, rules: LifecycleRules) -> LifecyclePlan
         return LifecyclePlan(Step.STORE_HELD, Why.HELD)
     intent = read_intent(facts.metadata)
     if intent is not None:
-        if source.version > intent.version:
-            if facts.output_source_version == source.version:
+        if fingerprint(source.api_token) != intent.replaces:  # the new token is stored
+            proven = facts.api_token.since(intent.since) is Verdict.WORKS
+            if proven and facts.output_source_version == source.version:
                 return LifecyclePlan(Step.CLEAR, Why.DONE)
             # Stored: the rotation exchanges the new version as soon as it may (its own timing).
             return LifecyclePlan(Step.NONE, Why.PENDING)

@@ -8,8 +8,8 @@ keeps only what must not be lost between two passes over a token and cannot be r
 - the *held token*: the last access token obtained, kept while it is valid, so that a token that
   could not be stored, or whose output was overwritten or deleted, is written back instead of
   exchanged anew;
-- what the last exchanges said of each API token (`lifecycle.Proof`, per source version), which
-  the API-token lifecycle decides by;
+- what the last exchange of each API token said (`lifecycle.Proof`, by the token's
+  fingerprint), which the API-token lifecycle decides by;
 - a new API token obtained at MTM but not yet stored in Vault (`HeldApiToken`): never lost while
   the process lives, written again until Vault takes it;
 - the source secret as last read, so that a pass that follows a rotation need not read it again;
@@ -30,12 +30,10 @@ from rotator import policy
 from rotator.lifecycle import UNPROVEN, Proof
 from rotator.outcome import Failure, FailureKind
 from rotator.records import SecretVersion
+from rotator.redact import fingerprint
 from rotator.tokens import AccessToken
 
-# Which API token of a source a proof is about (`TokenMemory.prove`).
-API_TOKEN = "api_token"  # noqa: S105 - a field name, not a secret
-API_TOKEN_NEXT = "api_token_next"  # noqa: S105
-
+MAX_PROOFS = 4  # per token: the current API token, api_token_next, and the ones before
 # Failures an outage of Vault or the IdP causes: over once it is, so `clear_transient` forgets them.
 TRANSIENT_KINDS = frozenset({FailureKind.TRANSIENT, FailureKind.VAULT_WRITE})
 
@@ -56,7 +54,7 @@ class TokenMemory:
         self._failures: dict[str, Failure] = {}
         self._held: dict[str, AccessToken] = {}
         self._held_api_tokens: dict[str, HeldApiToken] = {}
-        self._proofs: dict[tuple[str, str, int], Proof] = {}
+        self._proofs: dict[str, dict[str, Proof]] = {}  # name -> token fingerprint -> proof
         self._sources: dict[str, SecretVersion] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
@@ -126,17 +124,20 @@ class TokenMemory:
 
     # --- API tokens ---------------------------------------------------------------------------
 
-    def prove(self, name: str, which: str, version: int, proof: Proof) -> None:
-        """Remember what an exchange of source `version`'s `which` (API_TOKEN or API_TOKEN_NEXT)
-        said."""
+    def prove(self, name: str, api_token: str, proof: Proof) -> None:
+        """Remember what an exchange of `name`'s `api_token` (its api_token or api_token_next)
+        said; only the fingerprint is kept."""
         with self._guard:
-            self._proofs = {k: v for k, v in self._proofs.items() if k[:2] != (name, which)}
-            self._proofs[(name, which, version)] = proof
+            proofs = self._proofs.setdefault(name, {})
+            proofs.pop(fingerprint(api_token), None)
+            proofs[fingerprint(api_token)] = proof
+            while len(proofs) > MAX_PROOFS:
+                del proofs[next(iter(proofs))]
 
-    def proof(self, name: str, which: str, version: int) -> Proof:
-        """The last exchange of source `version`'s `which`; UNPROVEN when there was none."""
+    def proof(self, name: str, api_token: str) -> Proof:
+        """What the last exchange of `api_token` said; UNPROVEN when there was none."""
         with self._guard:
-            return self._proofs.get((name, which, version), UNPROVEN)
+            return self._proofs.get(name, {}).get(fingerprint(api_token), UNPROVEN)
 
     def hold_api_token(self, name: str, held: HeldApiToken) -> None:
         with self._guard:
@@ -171,4 +172,4 @@ class TokenMemory:
             self._failures.pop(name, None)
             self._held.pop(name, None)
             self._sources.pop(name, None)
-            self._proofs = {k: v for k, v in self._proofs.items() if k[0] != name}
+            self._proofs.pop(name, None)

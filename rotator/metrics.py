@@ -22,7 +22,7 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from rotator.errors import FailureKind
+from rotator.errors import ConfigError, FailureKind
 
 REPLACEMENT_RESULTS = ("success", "failed")
 
@@ -194,7 +194,12 @@ class MetricsServer:
         self.registry = registry
         self.is_healthy = is_healthy
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, int(port)), family=family, backlog=128)
+        try:
+            self._listener = socket.create_server((host, int(port)), family=family, backlog=128)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.listen: cannot listen on {listen} ({exc.strerror or exc})"
+            ) from None
         self._listener.setblocking(False)
         self.port = int(self._listener.getsockname()[1])
         self._host = host

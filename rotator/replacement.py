@@ -35,6 +35,8 @@ from rotator.errors import (
     VaultError,
 )
 from rotator.lifecycle import (
+    UNPROVEN,
+    WHY_TEXT,
     ApiTokenFacts,
     LifecyclePlan,
     LifecycleRules,
@@ -45,9 +47,10 @@ from rotator.lifecycle import (
     cleared_metadata,
     intent_metadata,
     plan_api_token,
+    read_intent,
     stored_metadata,
 )
-from rotator.memory import API_TOKEN, API_TOKEN_NEXT, HeldApiToken
+from rotator.memory import HeldApiToken
 from rotator.mtm import MtmClient, TechnicalUser
 from rotator.outcome import ApiTokenOutcome, Check, Outcome, Planned, Replacement
 from rotator.plan import OutputView
@@ -91,21 +94,6 @@ _PLANNED = {
     Step.PROVE: "prove the API token",
     Step.CLEAR: "clear the replacement record",
     Step.STORE_HELD: "store the new API token",
-}
-_WHY = {
-    Why.HELD: "a new API token is held in memory",
-    Why.DONE: "the last replacement is complete",
-    Why.PENDING: "the new API token is stored; its first exchange is due",
-    Why.NEVER_HAPPENED: "the recorded replacement never happened",
-    Why.LOST: "a replacement was interrupted and its new token lost",
-    Why.UNPROVEN: "a replacement was interrupted; is the old token still valid?",
-    Why.PROMOTE: "api_token is rejected and api_token_next works",
-    Why.REQUESTED: "requested",
-    Why.EVERY: "api_tokens.replace_every_days",
-    Why.EXPIRY: "api_tokens.replace_before_expiry_days",
-    Why.HOUR: "at most one replacement per hour",
-    Why.NOT_MANAGED: "not a LeanIX technical user's token",
-    Why.NOTHING: "nothing scheduled",
 }
 
 
@@ -179,13 +167,23 @@ class ApiTokens:
                     error = f"{name}: not a LeanIX technical user's token rotator can replace"
                 return self._outcome(facts, result, plan, error, rotation)
             if plan.step is Step.STORE_HELD:
-                self._store_held(name, secret)
+                latest = self._store.read_source(name)
+                if latest is None:
+                    raise VaultError(f"source {name!r} was deleted while being replaced")
+                self._store_held(name, latest)
                 result = Replacement.REPLACED
                 outcome = self.rotator.rotate_one(name)
             elif plan.step is Step.CLEAR:
                 self._store.write_source_metadata(name, cleared_metadata(secret.custom_metadata))
             elif plan.step is Step.PROVE:
+                before = facts.api_token
                 outcome = self.rotator.rotate_one(name, force=True)
+                if self.rotator.memory.proof(name, source.api_token) == before:
+                    # No exchange happened (another instance holds the token, Vault or the
+                    # IdP is down): look again when the rotation does.
+                    return self._outcome(
+                        facts, result, replace(plan, at=outcome.next_at), error, outcome
+                    )
             elif plan.step is Step.PROMOTE:
                 self._promote(name, secret, source)
                 result = Replacement.PROMOTED
@@ -217,8 +215,10 @@ class ApiTokens:
             source,
             secret.custom_metadata,
             created=secret.created,
-            api_token=memory.proof(name, API_TOKEN, source.version),
-            next_token=memory.proof(name, API_TOKEN_NEXT, source.version),
+            api_token=memory.proof(name, source.api_token),
+            next_token=(
+                memory.proof(name, source.api_token_next) if source.api_token_next else UNPROVEN
+            ),
             output_source_version=output.source_version if output is not None else None,
             requested=requested,
             holding=memory.held_api_token(name) is not None,
@@ -274,7 +274,7 @@ class ApiTokens:
                 return None  # another instance did it since, or started one
             assert source.mtm_base is not None and source.technical_user_id is not None
             bearer = self._bearer(source)
-            recorded = intent_metadata(secret.custom_metadata, now, secret.version)
+            recorded = intent_metadata(secret.custom_metadata, now, source.api_token)
             self._store.write_source_metadata(name, recorded)
             logger.info("token %s: replacing the API token at MTM", name)
             try:
@@ -346,8 +346,8 @@ class ApiTokens:
         if source.api_token_next is None:
             return
         memory = self.rotator.memory
-        current = memory.proof(name, API_TOKEN, source.version)
-        following = memory.proof(name, API_TOKEN_NEXT, source.version)
+        current = memory.proof(name, source.api_token)
+        following = memory.proof(name, source.api_token_next)
         if following.at is not None and (current.at is None or following.at >= current.at):
             return
         staged = replace(source, api_token=source.api_token_next, api_token_next=None)
@@ -355,14 +355,14 @@ class ApiTokens:
         try:
             token = self.rotator.exchanger.exchange(staged)
         except ApiTokenRejected:
-            memory.prove(name, API_TOKEN_NEXT, source.version, Proof(Verdict.REJECTED, now))
+            memory.prove(name, staged.api_token, Proof(Verdict.REJECTED, now))
             logger.warning("token %s: api_token_next is rejected by the IdP", name)
             return
         except RotatorError as exc:
             logger.info("token %s: api_token_next not checked (%s)", name, exc)
             return
         SECRETS.register(token.access_token)
-        memory.prove(name, API_TOKEN_NEXT, source.version, Proof(Verdict.WORKS, now))
+        memory.prove(name, staged.api_token, Proof(Verdict.WORKS, now))
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -399,7 +399,7 @@ class ApiTokens:
         found: list[Planned] = []
         action = _PLANNED.get(plan.step)
         if action is not None and (plan.step is not Step.NONE or plan.at is not None):
-            found.append(Planned(name, action, plan.at or facts.now, _WHY[plan.why]))
+            found.append(Planned(name, action, plan.at or facts.now, WHY_TEXT[plan.why]))
         if source.api_token_next is not None:
             found.append(Planned(name, "promote api_token_next", None, "if api_token is rejected"))
         return found
@@ -424,7 +424,10 @@ class ApiTokens:
             except TechnicalUserMissing:
                 logger.error("token %s: MTM does not know technical user of the source", name)
                 return Lookup(name, missing=True, expires_at=None)
-            if user.expires_at is not None and _changed(user.expires_at, source):
+            in_flight = read_intent(secret.custom_metadata) is not None
+            if user.expires_at is not None and _changed(user.expires_at, source) and not in_flight:
+                # (While a replacement is recorded, MTM's expiry is the new token's: the
+                # replacement writes it beside that token.)
                 self._record_expiry(name, secret, user.expires_at)
             return Lookup(name, missing=False, expires_at=user.expires_at)
 

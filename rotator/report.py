@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from rotator.lifecycle import WHY_TEXT, Step
 from rotator.outcome import ApiTokenOutcome, Check, Outcome, Planned, Replacement
 from rotator.redact import SECRETS
 from rotator.tokens import format_time
@@ -74,6 +75,7 @@ def _row(
             replacement.value if replacement not in (None, Replacement.NOTHING) else None
         ),
         "api_token_error": lifecycle.error if lifecycle is not None else None,
+        "api_token_waits": _waits(lifecycle),
     }
 
 
@@ -101,10 +103,20 @@ def _table(table: list[dict[str, Any]]) -> str:
     return _columns(HEADERS, cells, "(no tokens under the source prefix)")
 
 
+def _waits(lifecycle: ApiTokenOutcome | None) -> str | None:
+    """Why a wanted replacement waits, and until when (None: it does not wait)."""
+    if lifecycle is None or lifecycle.plan is not Step.WAIT:
+        return None
+    until = f" until {format_time(lifecycle.next_at)}" if lifecycle.next_at else ""
+    return f"{WHY_TEXT[lifecycle.why]}{until}"
+
+
 def _detail(row: dict[str, Any]) -> str:
     detail = row["error"] or row["reason"] or ""
     if row["api_token_replacement"]:
         detail += f"; API token {row['api_token_replacement']}"
+    if row["api_token_waits"]:
+        detail += f"; API token replacement waits: {row['api_token_waits']}"
     if row["api_token_error"]:
         detail += f" ({row['api_token_error']})"
     if row["api_token_next"]:

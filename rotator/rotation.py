@@ -43,7 +43,7 @@ from rotator.errors import (
 )
 from rotator.exchange import TokenExchanger
 from rotator.lifecycle import Proof, Verdict
-from rotator.memory import API_TOKEN, TokenMemory
+from rotator.memory import TokenMemory
 from rotator.outcome import Failure, FailureKind, Outcome, Planned, Reason, State
 from rotator.plan import (
     OutputView,
@@ -198,7 +198,7 @@ class Rotator:
         except RotatorError as exc:
             self._exchanged(name, exc.kind, started)
             if isinstance(exc, ApiTokenRejected):
-                self._prove(name, source.version, Verdict.REJECTED)
+                self._prove(name, source.api_token, Verdict.REJECTED)
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             failure = self._record(name, exc.kind, retry_after, source.version)
             logger.warning(
@@ -222,7 +222,7 @@ class Rotator:
                 ),
             )
         self._exchanged(name, "success", started)
-        self._prove(name, source.version, Verdict.WORKS)
+        self._prove(name, source.api_token, Verdict.WORKS)
         SECRETS.register(token.access_token)
         self.memory.hold(name, token)
         outcome = self._write(facts, plan, token)
@@ -474,8 +474,8 @@ class Rotator:
             source_version,
         )
 
-    def _prove(self, name: str, version: int, verdict: Verdict) -> None:
-        self.memory.prove(name, API_TOKEN, version, Proof(verdict, self._clock()))
+    def _prove(self, name: str, api_token: str, verdict: Verdict) -> None:
+        self.memory.prove(name, api_token, Proof(verdict, self._clock()))
 
     def _exchanged(self, name: str, result: str, started: float) -> None:
         if self.on_exchange is not None:

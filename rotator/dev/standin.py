@@ -132,7 +132,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MTM_FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "status": (frozenset({"status"}), frozenset({"body", "retry_after"})),
     "drop_after_replace": (frozenset(), frozenset()),
-    "hang": (frozenset({"seconds"}), frozenset()),
+    "hang": (frozenset({"seconds"}), frozenset({"then"})),
     "garbage": (frozenset(), frozenset()),
     "close": (frozenset(), frozenset()),
 }
@@ -619,7 +619,8 @@ class LeanIXStandIn:
           "status"    that status; params `status`, optional `body` (bytes, or a dict sent as
                       JSON; default an MTM error document) and `retry_after` (header)
           "garbage"   200 with an HTML body          "close"  the connection closes unanswered
-          "hang"      wait `seconds` (other requests go on), then answer normally
+          "hang"      wait `seconds` (other requests go on), then answer normally; with
+                      `then="close"`, close the connection instead, having done nothing
           "drop_after_replace"
                       a replaceToken is performed (the old API token dies, the new one works),
                       then the connection closes unanswered: the client never sees the new
@@ -1268,9 +1269,9 @@ class _Handler(BaseHTTPRequestHandler):
             standin._record_mtm(self.command, path, query_args, status, caller_id, fault_mode)
 
         if fault is not None and fault.mode == "hang":
-            if not standin._pause(float(fault.params["seconds"])):
+            if not standin._pause(float(fault.params["seconds"])) or fault.params.get("then"):
                 record(None, None, fault.mode)
-                self.close_connection = True
+                self.close_connection = True  # stopped meanwhile, or then="close": nothing done
                 return
         elif fault is not None:
             record(

@@ -3,6 +3,7 @@ OpenBao dev server and a LeanIX stand-in on loopback, with a config file written
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.dev.devvault import DevVault, bao_binary
 from rotator.dev.standin import LeanIXStandIn
-from rotator.tokens import parse_time
+from rotator.tokens import format_time, parse_time
 from tests.conftest import VaultSpace
 from tests.waiting import stop_process, wait_for
 
@@ -38,6 +40,7 @@ class Rig:
     config_path: Path
     api_tokens: dict[str, str] = field(default_factory=dict, repr=False)
     outputs_seen: list[str] = field(default_factory=list, repr=False)
+    user_ids: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
@@ -71,6 +74,53 @@ class Rig:
             self.idp.revoke(api_token)
         self.space.write_source(name, {"api_token": api_token, "token_url": self.idp.token_url})
         return api_token
+
+    def add_managed_token(
+        self,
+        name: str,
+        *,
+        expires_in: timedelta,
+        role: str = "ADMIN",
+        workspace: str = "acme",
+        admin_source: str | None = None,
+        api_token_next: str | None = None,
+    ) -> str:
+        """A source whose API token belongs to a technical user at the stand-in's MTM, expiring
+        `expires_in` from now; returns the technical user's id."""
+        api_token = "api-" + secrets.token_urlsafe(24)
+        self.api_tokens[name] = api_token
+        user_id = self.idp.add_token(
+            api_token,
+            workspace_name=workspace,
+            role=role,
+            expiry=datetime.now(UTC) + expires_in,
+        )
+        self.user_ids[name] = user_id
+        source = {
+            "api_token": api_token,
+            "token_url": self.idp.token_url,
+            "technical_user_id": user_id,
+            "api_token_expires_at": format_time(datetime.now(UTC) + expires_in),
+        }
+        if admin_source is not None:
+            source["admin_source"] = admin_source
+        if api_token_next is not None:
+            source["api_token_next"] = api_token_next
+        self.space.write_source(name, source)
+        return user_id
+
+    def source(self, name: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The source secret as Vault holds it: (version, data, custom_metadata)."""
+        answer = self.space.root.secrets.kv.v2.read_secret_version(
+            f"{self.space.source_prefix}/{name}",
+            mount_point="secret",
+            raise_on_deleted_version=True,
+        )["data"]
+        return (
+            int(answer["metadata"]["version"]),
+            dict(answer["data"]),
+            dict(answer["metadata"].get("custom_metadata") or {}),
+        )
 
     def rotator(
         self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
@@ -120,8 +170,13 @@ class Rig:
         return self.idp.issued_count(self.api_tokens[name])
 
     def secrets(self) -> list[str]:
-        """Every secret value this test handed out or saw issued, for leak scans."""
-        return [*self.api_tokens.values(), *self.outputs_seen]
+        """Every secret value this test handed out or saw issued, for leak scans: the API
+        tokens, every API token a technical user holds now at MTM, the access tokens seen."""
+        current = []
+        for user_id in self.user_ids.values():
+            with contextlib.suppress(KeyError):  # deleted at MTM
+                current.append(self.idp.current_api_token(user_id))
+        return [*self.api_tokens.values(), *current, *self.outputs_seen]
 
 
 def scrape(listen: str) -> str:

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from rotator import metrics, notify, sentry
 from rotator.alerting import AlertEvent, Kind, Severity
 from rotator.dev.standin import LeanIXStandIn
+from rotator.errors import ConfigError
 from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
 from rotator.notify import ATTEMPTS, AlertmanagerSink, Notifier, SinkError, WebhookSink
@@ -785,6 +786,17 @@ def test_a_stopped_metrics_server_releases_its_port(
 
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url, timeout=5)
+
+
+def test_a_taken_port_is_a_configuration_error_naming_metrics_listen(
+    registry: CollectorRegistry, health: Health
+) -> None:
+    first = MetricsServer("127.0.0.1:0", registry, health).start()
+    try:
+        with pytest.raises(ConfigError, match=r"^metrics\.listen: cannot listen on 127\.0\.0\.1:"):
+            MetricsServer(f"127.0.0.1:{first.port}", registry, health)
+    finally:
+        first.stop()
 
 
 # --- /metrics under slow clients ------------------------------------------------------------------

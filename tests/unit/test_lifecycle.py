@@ -11,8 +11,8 @@ import pytest
 from rotator.lifecycle import (
     ATTEMPTED_KEY,
     ATTEMPTS_KEY,
+    INTENT_FROM_KEY,
     INTENT_KEY,
-    INTENT_VERSION_KEY,
     RECOVERY_DELAYS,
     REPLACED_KEY,
     REPLACEMENT_INTERVAL,
@@ -33,6 +33,7 @@ from rotator.lifecycle import (
     replaced_at,
     stored_metadata,
 )
+from rotator.redact import fingerprint
 from rotator.sources import Source
 from rotator.tokens import format_time
 
@@ -67,10 +68,10 @@ def plan(rules: LifecycleRules = RULES, **fields: object) -> LifecyclePlan:
     return plan_api_token(facts(**fields), rules)
 
 
-def recorded(since: datetime, version: int = 3, attempts: int = 1) -> dict[str, str]:
+def recorded(since: datetime, replaces: str = "old-api-token", attempts: int = 1) -> dict[str, str]:
     return {
         INTENT_KEY: format_time(since),
-        INTENT_VERSION_KEY: str(version),
+        INTENT_FROM_KEY: fingerprint(replaces),
         ATTEMPTS_KEY: str(attempts),
     }
 
@@ -197,22 +198,43 @@ def test_a_new_token_held_in_memory_is_stored_before_anything_else() -> None:
     assert plan(holding=True, metadata=recorded(NOW)) == LifecyclePlan(Step.STORE_HELD, Why.HELD)
 
 
+STORED = replace(SOURCE, version=4, api_token="new-api-token")
+PROVEN_NEW = Proof(Verdict.WORKS, NOW - timedelta(seconds=5))
+
+
 def test_a_stored_replacement_waits_for_its_first_exchange() -> None:
-    metadata = recorded(NOW - timedelta(minutes=1), version=3)
-    stored = replace(SOURCE, version=4)
+    metadata = recorded(NOW - timedelta(minutes=1))
 
-    result = plan(source=stored, metadata=metadata, output_source_version=3)
+    unproven = plan(source=STORED, metadata=metadata, output_source_version=3)
+    no_output = plan(
+        source=STORED, metadata=metadata, output_source_version=3, api_token=PROVEN_NEW
+    )
 
-    assert result == LifecyclePlan(Step.NONE, Why.PENDING)
+    assert unproven == LifecyclePlan(Step.NONE, Why.PENDING)
+    assert no_output == LifecyclePlan(Step.NONE, Why.PENDING)
 
 
 def test_a_proven_replacement_clears_its_record() -> None:
-    metadata = recorded(NOW - timedelta(minutes=1), version=3)
-    stored = replace(SOURCE, version=4)
+    metadata = recorded(NOW - timedelta(minutes=1))
 
-    assert plan(source=stored, metadata=metadata, output_source_version=4) == LifecyclePlan(
-        Step.CLEAR, Why.DONE
+    result = plan(source=STORED, metadata=metadata, output_source_version=4, api_token=PROVEN_NEW)
+
+    assert result == LifecyclePlan(Step.CLEAR, Why.DONE)
+
+
+def test_a_source_written_since_the_record_with_the_old_token_still_in_it_is_no_replacement() -> (
+    None
+):
+    """Another write (an expiry recorded, an admin's edit) moves the version, not the token."""
+    metadata = recorded(NOW - timedelta(minutes=1))
+    moved = replace(SOURCE, version=4)
+    rejected_since = Proof(Verdict.REJECTED, NOW - timedelta(seconds=5))
+
+    result = plan(
+        source=moved, metadata=metadata, output_source_version=4, api_token=rejected_since
     )
+
+    assert result == LifecyclePlan(Step.REPLACE, Why.LOST)
 
 
 def test_a_record_whose_old_token_still_works_never_happened() -> None:
@@ -297,11 +319,12 @@ def test_promotion_works_for_a_token_rotator_does_not_replace() -> None:
 
 
 def test_the_record_counts_attempts_and_clears_without_touching_other_keys() -> None:
-    first = intent_metadata({"owner": "ops"}, NOW, 3)
-    second = intent_metadata(first, NOW + DAY, 3)
+    first = intent_metadata({"owner": "ops"}, NOW, "old-api-token")
+    second = intent_metadata(first, NOW + DAY, "old-api-token")
 
-    assert read_intent(first) == Intent(NOW, 3, 1)
-    assert read_intent(second) == Intent(NOW + DAY, 3, 2)
+    assert read_intent(first) == Intent(NOW, fingerprint("old-api-token"), 1)
+    assert read_intent(second) == Intent(NOW + DAY, fingerprint("old-api-token"), 2)
+    assert "old-api-token" not in str(second)  # a fingerprint, never the token
     done = stored_metadata(second, NOW + DAY)
     assert replaced_at(done) == NOW + DAY
     assert cleared_metadata(done) == {
@@ -326,12 +349,12 @@ def test_a_cleared_attempt_still_counts_for_the_hour() -> None:
     "metadata",
     [
         {},
-        {INTENT_KEY: "soon", INTENT_VERSION_KEY: "3"},
+        {INTENT_KEY: "soon", INTENT_FROM_KEY: "abc"},
         {INTENT_KEY: "2026-12-01T12:00:00Z"},
-        {INTENT_KEY: "2026-12-01T12:00:00Z", INTENT_VERSION_KEY: "0"},
-        {INTENT_KEY: "2026-12-01T12:00:00Z", INTENT_VERSION_KEY: "3", ATTEMPTS_KEY: "none"},
+        {INTENT_KEY: "2026-12-01T12:00:00Z", INTENT_FROM_KEY: ""},
+        {INTENT_KEY: "2026-12-01T12:00:00Z", INTENT_FROM_KEY: "abc", ATTEMPTS_KEY: "none"},
     ],
-    ids=["none", "bad-time", "no-version", "version-0", "bad-attempts"],
+    ids=["none", "bad-time", "no-token", "empty-token", "bad-attempts"],
 )
 def test_a_record_rotator_cannot_read_is_no_record(metadata: dict[str, str]) -> None:
     assert read_intent(metadata) is None

@@ -67,6 +67,7 @@ def test_json_is_the_documented_document() -> None:
                 "api_token_next": None,
                 "api_token_replacement": None,
                 "api_token_error": None,
+                "api_token_waits": None,
             }
         ],
     }
