@@ -8,6 +8,8 @@ is a `ConfigError` naming the key (`exchange.timeout_seconds`) and what is wrong
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -143,16 +145,39 @@ def _fraction(key: str, value: Any) -> float:
     return float(number)
 
 
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
 def _host_patterns(key: str, value: Any) -> tuple[str, ...]:
+    """Hostnames, IP literals, or `*.` followed by at least two literal labels (`*.leanix.net`):
+    a `*` is one whole DNS label, the left-most, as in a TLS wildcard certificate."""
     if not isinstance(value, list):
         raise ConfigError(f"{key}: expected a list of host patterns, got {_kind(value)}")
     patterns = []
     for index, item in enumerate(value):
         pattern = _nonempty_string(f"{key}[{index}]", item).lower()
-        if any(ch in pattern for ch in "/:@ ") or pattern.strip("*.") == "":
-            raise ConfigError(f"{key}[{index}]: {item!r} is not a hostname pattern")
+        if not _is_host_pattern(pattern):
+            raise ConfigError(
+                f"{key}[{index}]: {item!r} is not a hostname, an IP address or `*.` followed by "
+                "at least two labels (like `*.leanix.net`)"
+            )
         patterns.append(pattern)
     return tuple(patterns)
+
+
+def _is_host_pattern(pattern: str) -> bool:
+    try:
+        ipaddress.ip_address(pattern)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = pattern.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            return False
+    return all(_LABEL.match(label) for label in labels)
 
 
 def _url(key: str, value: Any, *, allow_empty: bool = True) -> str:

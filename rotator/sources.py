@@ -22,6 +22,7 @@ MAX_FIELD_LENGTH = 8192
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_LABEL_ONLY = re.compile(rf"^{_LABEL}$")
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: what Basic auth carries
 _KNOWN_FIELDS = {"api_token", "host", "token_url", "client_id", "scope", "api_token_expires_at"}
 
@@ -117,14 +118,21 @@ def unknown_fields(data: Mapping[str, Any]) -> list[str]:
 
 
 def host_matches(hostname: str, pattern: str) -> bool:
-    """Shell-style match of a hostname against a pattern; `*` stays within one DNS label.
+    """Whether a hostname matches an allowlist pattern, case-insensitively.
 
-    `*.leanix.net` matches `acme.leanix.net` but neither `leanix.net` nor `a.b.leanix.net`, the
-    way a TLS wildcard certificate does: a wildcard never widens the allowlist across a dot, and
-    never matches an empty label.
+    A pattern is a literal hostname or IP address, or `*.` and at least two literal labels: the
+    `*` stands for exactly one whole DNS label, as in a TLS wildcard certificate.
+    `*.leanix.net` matches `acme.leanix.net` but neither `leanix.net` nor `a.b.leanix.net`. Any
+    other pattern with a `*` (config refuses them) matches nothing.
     """
-    regex = "[a-z0-9-]+".join(re.escape(part) for part in pattern.lower().split("*"))
-    return re.fullmatch(regex, hostname.lower()) is not None
+    hostname, pattern = hostname.lower(), pattern.lower()
+    if pattern.startswith("*."):
+        rest = pattern[2:]
+        if "*" in rest or "." not in rest:
+            return False
+        label, dot, host_rest = hostname.partition(".")
+        return bool(dot) and _LABEL_ONLY.match(label) is not None and host_rest == rest
+    return "*" not in pattern and hostname == pattern
 
 
 def check_destination(

@@ -615,3 +615,27 @@ def test_toml_values_include_dates_and_times() -> None:
     for value in (date(2026, 1, 1), time(12, 0), datetime(2026, 1, 1, tzinfo=UTC)):
         with pytest.raises(ConfigError, match=r"^exchange\.timeout_seconds: expected a number"):
             parse(minimal(exchange={"timeout_seconds": value}))
+
+
+# --- host patterns: `*` only as a whole left-most label ---
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*.leanix.net", "acme.leanix.net", "idp.example.com", "127.0.0.1", "localhost"]
+)
+def test_a_sound_host_pattern_is_accepted(pattern: str) -> None:
+    assert parse(minimal(exchange={"allowed_hosts": [pattern]})).exchange.allowed_hosts == (
+        pattern,
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*leanix.net", "leanix.*", "*.net", "a.*.net", "**.x.y", "*-eu.leanix.net",
+     "acme-*.leanix.net", "*.*.leanix.net", "a..leanix.net", "-a.leanix.net", "a_b.leanix.net",
+     ".leanix.net", "leanix.net."],
+)  # fmt: skip
+@pytest.mark.parametrize("key", ["allowed_hosts", "insecure_http_hosts"])
+def test_a_loose_host_pattern_is_a_config_error(key: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^exchange\.{key}\[0\]: "):
+        parse(minimal(exchange={key: [pattern]}))

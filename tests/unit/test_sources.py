@@ -378,9 +378,26 @@ def test_dot_in_a_pattern_is_literal() -> None:
     assert not host_matches("idpxexample.com", "idp.example.com")
 
 
-def test_wildcard_within_a_label() -> None:
-    assert host_matches("acme-eu.leanix.net", "acme-*.leanix.net")
-    assert not host_matches("acme-eu.x.leanix.net", "acme-*.leanix.net")
+@pytest.mark.parametrize(
+    ("hostname", "pattern"),
+    [
+        ("evilleanix.net", "*leanix.net"),
+        ("acme-eu.leanix.net", "acme-*.leanix.net"),
+        ("leanix.evil", "leanix.*"),
+        ("evil.net", "*.net"),
+        ("a.evil.net", "a.*.net"),
+        ("a.b.leanix.net", "*.*.leanix.net"),
+    ],
+)
+def test_a_wildcard_that_is_not_a_whole_leftmost_label_matches_nothing(
+    hostname: str, pattern: str
+) -> None:
+    # config refuses such patterns; should one get here all the same, it allows nothing.
+    assert not host_matches(hostname, pattern)
+
+
+def test_a_wildcard_label_is_never_empty() -> None:
+    assert not host_matches(".leanix.net", "*.leanix.net")
 
 
 def test_port_is_never_part_of_a_host_match() -> None:
