@@ -308,11 +308,15 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
         "ca_cert": ("VAULT_CACERT", _path),
         "namespace": ("VAULT_NAMESPACE", _nonempty_string),
     }
+    addr_key = "vault.addr"
     for key, (variable, check) in env_defaults.items():
         if key not in vault and environ.get(variable):
             vault[key] = check(variable, environ[variable])
+            if key == "addr":
+                addr_key = variable
     if "addr" not in vault:
         raise ConfigError("vault.addr: required (or set VAULT_ADDR)")
+    _check_vault_transport(addr_key, vault["addr"])
     if "sentry_dsn" not in alerts and environ.get("SENTRY_DSN"):
         alerts["sentry_dsn"] = environ["SENTRY_DSN"]
 
@@ -334,6 +338,24 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
             "vault.output_prefix: must not be inside vault.source_prefix or around it"
         )
     return config
+
+
+def _check_vault_transport(key: str, addr: str) -> None:
+    """Plain http only to this host: Vault's token and every secret would cross the network in
+    the clear otherwise."""
+    parts = urlsplit(addr)
+    if parts.scheme.lower() != "http":
+        return
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"{key}: plain http is allowed only to a loopback address (127.0.0.0/8, ::1, "
+            "localhost); use https"
+        )
 
 
 def _auth(auth: dict[str, Any], environ: Mapping[str, str]) -> VaultAuthConfig:

@@ -160,6 +160,18 @@ def test_validate_config_names_an_unknown_key_and_exits_2(rig: Rig) -> None:
     assert "exchange.timeout_secs" in result.stderr
 
 
+def test_a_plain_http_vault_off_this_host_exits_2(rig: Rig) -> None:
+    result = rig.rotator("validate-config", env={"VAULT_ADDR": "http://vault.example.com:8200"})
+
+    assert result.returncode == 0  # the file's vault.addr wins over VAULT_ADDR
+    rig.write_config(vault={"addr": "http://vault.example.com:8200"})
+
+    result = rig.rotator("check")
+
+    assert result.returncode == 2
+    assert "vault.addr: plain http" in result.stderr
+
+
 def test_a_config_file_that_does_not_exist_exits_2(rig: Rig) -> None:
     rig.config_path.unlink()
 

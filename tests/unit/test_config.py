@@ -617,6 +617,45 @@ def test_toml_values_include_dates_and_times() -> None:
             parse(minimal(exchange={"timeout_seconds": value}))
 
 
+# --- plain-http Vault only on loopback ---
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "http://127.0.0.1:8200",
+        "http://127.3.4.5:8200",
+        "http://[::1]:8200",
+        "http://localhost:8200",
+        "http://LOCALHOST:8200",
+        "https://vault.example.com:8200",
+    ],
+)
+def test_vault_over_http_is_accepted_on_loopback_only(addr: str) -> None:
+    assert parse(minimal(vault={"addr": addr})).vault.addr == addr
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "http://vault.example.com:8200",
+        "http://10.0.0.5:8200",
+        "http://localhost.example.com:8200",
+        "http://[::ffff:7f00:1]:8200",
+    ],
+)
+def test_vault_over_plain_http_elsewhere_is_refused(addr: str) -> None:
+    with pytest.raises(ConfigError, match=r"^vault\.addr: plain http"):
+        parse(minimal(vault={"addr": addr}))
+
+
+def test_plain_http_from_vault_addr_names_the_variable() -> None:
+    environ = {**TOKEN_ENV, "VAULT_ADDR": "http://vault.example.com:8200"}
+
+    with pytest.raises(ConfigError, match=r"^VAULT_ADDR: plain http"):
+        parse({}, environ)
+
+
 # --- host patterns: `*` only as a whole left-most label ---
 
 
