@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from rotator.errors import HostNotAllowed, SourceError
 from rotator.tokens import parse_time
@@ -23,6 +23,7 @@ MAX_FIELD_LENGTH = 8192
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _LABEL_ONLY = re.compile(rf"^{_LABEL}$")
+_LEANIX_HOST = re.compile(r"^[a-z0-9-]+\.leanix\.net$", re.IGNORECASE)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: what Basic auth carries
 _KNOWN_FIELDS = {"api_token", "host", "token_url", "client_id", "scope", "api_token_expires_at"}
 
@@ -41,8 +42,16 @@ class Source:
 
     @property
     def issues_jwts(self) -> bool:
-        """LeanIX's token endpoint issues RS256 JWTs; anything else from it is invalid."""
-        return urlsplit(self.token_url).path == LEANIX_TOKEN_PATH
+        """LeanIX issues RS256 JWTs; anything else from it is invalid. True for any LeanIX host
+        (one label of letters, digits and `-` under `leanix.net`, as LeanIX's own tooling
+        accepts) whatever the path, and for any host whose path is LeanIX's token path however
+        it is spelled (a local stand-in, a proxy): `.../oauth2/./token`, `.../token/`,
+        `//services/...` and `%74oken` reach the same endpoint, so they must not turn the
+        requirement off."""
+        parts = urlsplit(self.token_url)
+        if _LEANIX_HOST.match(parts.hostname or ""):
+            return True
+        return normalised_path(parts.path) == LEANIX_TOKEN_PATH.lower()
 
 
 def parse_source(
@@ -110,6 +119,29 @@ def parse_source(
         scope=text("scope") or None,
         api_token_expires_at=expires_at,
     )
+
+
+def normalised_path(path: str) -> str:
+    """`path` as some server may read it, for comparing against a known path; errs towards
+    matching. Percent-escapes decoded (of any case, twice-encoded ones too), `\\` read as `/`,
+    `;` parameters dropped, empty and `.` segments dropped, `..` resolved (never above the
+    root), a trailing `/` ignored, lower-cased."""
+    for _ in range(3):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    segments: list[str] = []
+    for raw in path.replace("\\", "/").split("/"):
+        segment = raw.split(";", 1)[0]
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return "/" + "/".join(segments).lower()
 
 
 def unknown_fields(data: Mapping[str, Any]) -> list[str]:

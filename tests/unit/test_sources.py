@@ -498,3 +498,55 @@ def test_an_accepted_api_token_expiry_never_overflows_the_expiry_alert(
         return
     now = datetime(2026, 5, 1, tzinfo=UTC)
     expiry_observations("acme", None, None, 0.8, source.api_token_expires_at, now)
+
+
+# --- the JWT requirement: by LeanIX's host, and by the path however it is spelled ---
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/services/mtm/v1/oauth2/token",
+        "/services/mtm/v1/oauth2/./token",
+        "/services/mtm/v1/oauth2/token/",
+        "//services/mtm/v1/oauth2/token",
+        "/services//mtm/v1/oauth2//token",
+        "/services/mtm/v1/oauth2/%74oken",
+        "/services/mtm/v1/oauth2/%74%6F%6b%65%6e",
+        "/services/mtm/v1/x/../oauth2/token",
+        "/services/mtm/v1/oauth2/token;jsessionid=1",
+        "/services/mtm/v1/oauth2/%2574oken",
+        "/Services/MTM/v1/OAuth2/Token",
+    ],
+)
+def test_the_leanix_token_path_requires_jwts_however_it_is_spelled(path: str) -> None:
+    source = parse(
+        {"api_token": API_TOKEN, "token_url": f"https://idp.example.com{path}"},
+        allowed=("idp.example.com",),
+    )
+
+    assert source.issues_jwts
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://acme.leanix.net/some/other/token/path",
+        "https://ACME.LeanIX.net/",
+        "https://eu-svc.leanix.net/services/mtm/v2/oauth2/token",
+    ],
+)
+def test_any_leanix_host_requires_jwts_whatever_the_path(url: str) -> None:
+    assert parse({"api_token": API_TOKEN, "token_url": url}).issues_jwts
+
+
+@pytest.mark.parametrize(
+    "path", ["/services/mtm/v1/oauth2/tokens", "/oauth2/token", "/services/mtm/v1/oauth2"]
+)
+def test_another_providers_path_does_not_require_jwts(path: str) -> None:
+    source = parse(
+        {"api_token": API_TOKEN, "token_url": f"https://idp.example.com{path}"},
+        allowed=("idp.example.com",),
+    )
+
+    assert not source.issues_jwts
