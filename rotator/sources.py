@@ -8,6 +8,7 @@ single gate every token URL passes, at parse time and again right before a reque
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,6 +143,21 @@ def normalised_path(path: str) -> str:
             continue
         segments.append(segment)
     return "/" + "/".join(segments).lower()
+
+
+def check_name(name: str) -> None:
+    """Refuse a token name (a source's path below the prefix, also used below the output
+    prefix and in claims) that could address another secret or garble a log line: empty, with
+    a leading `/`, an empty, `.` or `..` segment, or a control character. Raises `SourceError`
+    (its message shows the name escaped)."""
+    if not name:
+        raise SourceError(name, "token name is empty")
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise SourceError(name, "token name holds a control character")
+    if name.startswith("/"):
+        raise SourceError(name, "token name starts with '/'")
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        raise SourceError(name, "token name has an empty, '.' or '..' segment")
 
 
 def unknown_fields(data: Mapping[str, Any]) -> list[str]:

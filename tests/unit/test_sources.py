@@ -16,6 +16,7 @@ from rotator.sources import (
     MAX_FIELD_LENGTH,
     Source,
     check_destination,
+    check_name,
     host_matches,
     parse_source,
     unknown_fields,
@@ -550,3 +551,25 @@ def test_another_providers_path_does_not_require_jwts(path: str) -> None:
     )
 
     assert not source.issues_jwts
+
+
+# --- token names ---
+
+
+@pytest.mark.parametrize(
+    "name", ["acme", "acme/production", "team-a/deep/gamma", "a.b/c..d", "x y", "ünïcode"]
+)
+def test_a_sound_token_name_is_accepted(name: str) -> None:
+    check_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "/acme", "acme/", "a//b", ".", "..", "a/./b", "a/../b", "../x", "a/..", "a\x00b",
+     "a\nb", "a\rb", "a\tb", "a\x1bb", "a\x7fb", "a\x85b"],
+)  # fmt: skip
+def test_a_hostile_token_name_is_refused(name: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        check_name(name)
+
+    assert "token name" in str(caught.value)
