@@ -4,13 +4,22 @@
 never patch `os.environ`; `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_CACERT`, `VAULT_NAMESPACE` and
 `SENTRY_DSN` fill in what the file leaves unset (the file wins where both are set). Every problem
 is a `ConfigError` naming the key (`exchange.timeout_seconds`) and what is wrong with its value.
+
+Secrets may stay out of the file: `alerts.webhook_urls_file` and `alerts.sentry_dsn_file` name
+files (relative paths under `$CREDENTIALS_DIRECTORY`, where systemd's `LoadCredential=` puts
+them) that are read here, once. A value that may be a secret (any URL, the DSN, anything read from
+a file) is never echoed in an error: the error names the key (and the line) instead.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,11 +37,11 @@ DEFAULT_ALLOWED_HOSTS = ("*.leanix.net",)
 class VaultAuthConfig:
     method: str = "token"
     token_file: Path | None = None
-    role_id: str | None = None
+    role_id: str | None = field(default=None, repr=False)
     role_id_file: Path | None = None
     secret_id_file: Path | None = None
     # From VAULT_TOKEN; never read from the file, so a config file never holds a Vault token.
-    env_token: str | None = None
+    env_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,9 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    sentry_dsn: str = ""
-    webhook_urls: tuple[str, ...] = ()
+    # Secrets (a webhook URL's path, the DSN's key): never in a repr, hence never in a log line.
+    sentry_dsn: str = field(default="", repr=False)
+    webhook_urls: tuple[str, ...] = field(default=(), repr=False)
     alertmanager_url: str = ""
     max_issuances_per_hour: int = 6
     repeat_interval_seconds: float = 3600.0
@@ -155,19 +165,47 @@ def _fraction(key: str, value: Any) -> float:
     return float(number)
 
 
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
 def _host_patterns(key: str, value: Any) -> tuple[str, ...]:
+    """Hostnames, IP literals, or `*.` followed by at least two literal labels (`*.leanix.net`):
+    a `*` is one whole DNS label, the left-most, as in a TLS wildcard certificate."""
     if not isinstance(value, list):
         raise ConfigError(f"{key}: expected a list of host patterns, got {_kind(value)}")
     patterns = []
     for index, item in enumerate(value):
         pattern = _nonempty_string(f"{key}[{index}]", item).lower()
-        if any(ch in pattern for ch in "/:@ ") or pattern.strip("*.") == "":
-            raise ConfigError(f"{key}[{index}]: {item!r} is not a hostname pattern")
+        if not _is_host_pattern(pattern):
+            raise ConfigError(
+                f"{key}[{index}]: {item!r} is not a hostname, an IP address or `*.` followed by "
+                "at least two labels (like `*.leanix.net`)"
+            )
         patterns.append(pattern)
     return tuple(patterns)
 
 
+def _is_host_pattern(pattern: str) -> bool:
+    try:
+        ipaddress.ip_address(pattern)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = pattern.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            return False
+    return all(_LABEL.match(label) for label in labels)
+
+
+_NOT_SHOWN = "(not shown: it may hold a secret)"
+
+
 def _url(key: str, value: Any, *, allow_empty: bool = True) -> str:
+    """An http(s) URL. Never echoed: webhook URLs carry secrets in their path, any URL may
+    carry userinfo."""
     text = _string(key, value).strip()
     if not text and allow_empty:
         return ""
@@ -175,9 +213,35 @@ def _url(key: str, value: Any, *, allow_empty: bool = True) -> str:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a malformed or out-of-range port
     except ValueError:
-        raise ConfigError(f"{key}: {text!r} is not a well-formed URL") from None
+        raise ConfigError(
+            f"{key}: not a well-formed URL (not shown: it may hold a secret)"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key}: {text!r} is not an http(s) URL")
+        raise ConfigError(f"{key}: not an http(s) URL (not shown: it may hold a secret)")
+    return text
+
+
+def _dsn(key: str, value: Any) -> str:
+    """A Sentry DSN, `https://<public key>@<host>/<project id>`, or "" (off). Never echoed."""
+    text = _string(key, value).strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a malformed or out-of-range port
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not parts.username
+        or not parts.path.rsplit("/", 1)[-1].isdigit()
+    ):
+        raise ConfigError(
+            f"{key}: not a Sentry DSN like https://<public key>@<host>/<project id> "
+            "(not shown: it holds a key)"
+        )
     return text
 
 
@@ -245,8 +309,10 @@ _SCHEMA: dict[str, dict[str, Checker]] = {
         "discovery_interval_seconds": _number(1, 86400),
     },
     "alerts": {
-        "sentry_dsn": _string,
+        "sentry_dsn": _dsn,
+        "sentry_dsn_file": _path,
         "webhook_urls": _url_list,
+        "webhook_urls_file": _path,
         "alertmanager_url": _url,
         "max_issuances_per_hour": _integer(1, 3600),
         "repeat_interval_seconds": _number(1, 7 * 86400),
@@ -301,13 +367,18 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
         "ca_cert": ("VAULT_CACERT", _path),
         "namespace": ("VAULT_NAMESPACE", _nonempty_string),
     }
+    addr_key = "vault.addr"
     for key, (variable, check) in env_defaults.items():
         if key not in vault and environ.get(variable):
             vault[key] = check(variable, environ[variable])
+            if key == "addr":
+                addr_key = variable
     if "addr" not in vault:
         raise ConfigError("vault.addr: required (or set VAULT_ADDR)")
+    _check_vault_transport(addr_key, vault["addr"])
+    _alert_secret_files(alerts, environ)
     if "sentry_dsn" not in alerts and environ.get("SENTRY_DSN"):
-        alerts["sentry_dsn"] = environ["SENTRY_DSN"]
+        alerts["sentry_dsn"] = _dsn("SENTRY_DSN", environ["SENTRY_DSN"])
 
     auth_config = _auth(auth, environ)
     config = Config(
@@ -328,6 +399,78 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], path: Path | None 
             "vault.output_prefix: must not be inside vault.source_prefix or around it"
         )
     return config
+
+
+def _check_vault_transport(key: str, addr: str) -> None:
+    """Plain http only to this host: Vault's token and every secret would cross the network in
+    the clear otherwise."""
+    parts = urlsplit(addr)
+    if parts.scheme.lower() != "http":
+        return
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"{key}: plain http is allowed only to a loopback address (127.0.0.0/8, ::1, "
+            "localhost); use https"
+        )
+
+
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _alert_secret_files(alerts: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Replace `webhook_urls_file` / `sentry_dsn_file` in `alerts` by the values read from them."""
+    for key in ("webhook_urls", "sentry_dsn"):
+        file_key = f"{key}_file"
+        if file_key not in alerts:
+            continue
+        if key in alerts:
+            raise ConfigError(f"alerts.{key} and alerts.{file_key}: give one of them, not both")
+        dotted = f"alerts.{file_key}"
+        text = _read_secret_file(dotted, alerts.pop(file_key), environ)
+        if key == "sentry_dsn":
+            dsn = text.strip()
+            if not dsn:
+                raise ConfigError(f"{dotted}: the file is empty")
+            alerts[key] = _dsn(dotted, dsn)
+            continue
+        urls = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                urls.append(_required_url(f"{dotted}: line {number}", entry))
+        alerts[key] = tuple(urls)
+
+
+def _read_secret_file(key: str, path: Path, environ: Mapping[str, str]) -> str:
+    """The text of a file holding secrets; relative paths are under $CREDENTIALS_DIRECTORY."""
+    if not path.is_absolute():
+        credentials = environ.get("CREDENTIALS_DIRECTORY")
+        if not credentials:
+            raise ConfigError(
+                f"{key}: the relative path {str(path)!r} needs $CREDENTIALS_DIRECTORY "
+                "(systemd's LoadCredential=); or give an absolute path"
+            )
+        path = Path(credentials) / path
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang; only a regular file is read.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{key}: {path} is not a regular file")
+            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{key}: {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
 
 
 def _auth(auth: dict[str, Any], environ: Mapping[str, str]) -> VaultAuthConfig:

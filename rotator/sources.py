@@ -8,11 +8,12 @@ single gate every token URL passes, at parse time and again right before a reque
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from rotator.errors import HostNotAllowed, SourceError
 from rotator.tokens import parse_time
@@ -22,6 +23,8 @@ MAX_FIELD_LENGTH = 8192
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_LABEL_ONLY = re.compile(rf"^{_LABEL}$")
+_LEANIX_HOST = re.compile(r"^[a-z0-9-]+\.leanix\.net$", re.IGNORECASE)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: what Basic auth carries
 # A technical user's id goes into an MTM URL path: LeanIX's ids are UUIDs.
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -58,8 +61,16 @@ class Source:
 
     @property
     def issues_jwts(self) -> bool:
-        """LeanIX's token endpoint issues RS256 JWTs; anything else from it is invalid."""
-        return urlsplit(self.token_url).path == LEANIX_TOKEN_PATH
+        """LeanIX issues RS256 JWTs; anything else from it is invalid. True for any LeanIX host
+        (one label of letters, digits and `-` under `leanix.net`, as LeanIX's own tooling
+        accepts) whatever the path, and for any host whose path is LeanIX's token path however
+        it is spelled (a local stand-in, a proxy): `.../oauth2/./token`, `.../token/`,
+        `//services/...` and `%74oken` reach the same endpoint, so they must not turn the
+        requirement off."""
+        parts = urlsplit(self.token_url)
+        if _LEANIX_HOST.match(parts.hostname or ""):
+            return True
+        return normalised_path(parts.path) == LEANIX_TOKEN_PATH.lower()
 
 
 def parse_source(
@@ -144,26 +155,69 @@ def parse_source(
     )
 
 
+def normalised_path(path: str) -> str:
+    """`path` as some server may read it, for comparing against a known path; errs towards
+    matching. Percent-escapes decoded (of any case, twice-encoded ones too), `\\` read as `/`,
+    `;` parameters dropped, empty and `.` segments dropped, `..` resolved (never above the
+    root), a trailing `/` ignored, lower-cased."""
+    for _ in range(3):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    segments: list[str] = []
+    for raw in path.replace("\\", "/").split("/"):
+        segment = raw.split(";", 1)[0]
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return "/" + "/".join(segments).lower()
+
+
 def is_valid_name(name: str) -> bool:
-    """A token name as discovery produces it: `/`-separated segments below the source prefix,
-    none of them empty, `.` or `..`, no control characters."""
-    segments = name.split("/")
-    return (
-        bool(name)
-        and name.isprintable()
-        and all(segment not in ("", ".", "..") for segment in segments)
-    )
+    """Whether `check_name` accepts `name`."""
+    try:
+        check_name(name)
+    except SourceError:
+        return False
+    return True
+
+
+def check_name(name: str) -> None:
+    """Refuse a token name (a source's path below the prefix, also used below the output
+    prefix and in claims) that could address another secret or garble a log line: empty, with
+    a leading `/`, an empty, `.` or `..` segment, or a control character. Raises `SourceError`
+    (its message shows the name escaped)."""
+    if not name:
+        raise SourceError(name, "token name is empty")
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise SourceError(name, "token name holds a control character")
+    if name.startswith("/"):
+        raise SourceError(name, "token name starts with '/'")
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        raise SourceError(name, "token name has an empty, '.' or '..' segment")
 
 
 def host_matches(hostname: str, pattern: str) -> bool:
-    """Shell-style match of a hostname against a pattern; `*` stays within one DNS label.
+    """Whether a hostname matches an allowlist pattern, case-insensitively.
 
-    `*.leanix.net` matches `acme.leanix.net` but neither `leanix.net` nor `a.b.leanix.net`, the
-    way a TLS wildcard certificate does: a wildcard never widens the allowlist across a dot, and
-    never matches an empty label.
+    A pattern is a literal hostname or IP address, or `*.` and at least two literal labels: the
+    `*` stands for exactly one whole DNS label, as in a TLS wildcard certificate.
+    `*.leanix.net` matches `acme.leanix.net` but neither `leanix.net` nor `a.b.leanix.net`. Any
+    other pattern with a `*` (config refuses them) matches nothing.
     """
-    regex = "[a-z0-9-]+".join(re.escape(part) for part in pattern.lower().split("*"))
-    return re.fullmatch(regex, hostname.lower()) is not None
+    hostname, pattern = hostname.lower(), pattern.lower()
+    if pattern.startswith("*."):
+        rest = pattern[2:]
+        if "*" in rest or "." not in rest:
+            return False
+        label, dot, host_rest = hostname.partition(".")
+        return bool(dot) and _LABEL_ONLY.match(label) is not None and host_rest == rest
+    return "*" not in pattern and hostname == pattern
 
 
 def check_destination(

@@ -10,7 +10,16 @@
 #   OUT_DIR        where role-id and secret-id are written (default: ./rotator-credentials)
 #   TOKEN_TTL      rotator's token TTL (default 1h; it renews at about two thirds of it)
 #   TOKEN_MAX_TTL  after this rotator logs in again (default 24h)
-#   SECRET_ID_TTL  how long the secret-id works (default 0 = no expiry; prefer a rotation plan)
+#   SECRET_ID_TTL  how long a secret-id works (default 720h, 30 days: a leaked copy stops
+#                  working by itself; run this script again, or write a new secret-id, before
+#                  then; 0 means no expiry, which is not recommended)
+#   SECRET_ID_BOUND_CIDRS  comma-separated CIDRs a secret-id may log in from (the ops hosts,
+#                  e.g. 10.1.2.3/32,10.1.2.4/32); unset: left as the role has it (none on a
+#                  new role: from anywhere)
+#   TOKEN_BOUND_CIDRS      comma-separated CIDRs rotator's Vault tokens may be used from;
+#                  unset: left as the role has it (none on a new role)
+# Set the two CIDR lists where the ops hosts' addresses are known: a secret-id or token copied
+# off the host is then useless elsewhere.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cli="${VAULT_CLI:-$(command -v vault || command -v bao || true)}"
@@ -29,12 +38,16 @@ if [[ "$auths" != *'"approle/"'* ]]; then
 fi
 "$cli" policy write rotator "$here/rotator-policy.hcl"
 "$cli" policy write leanix-consumer "$here/consumer-policy.hcl"
+bounds=()
+[ -z "${SECRET_ID_BOUND_CIDRS:-}" ] || bounds+=("secret_id_bound_cidrs=$SECRET_ID_BOUND_CIDRS")
+[ -z "${TOKEN_BOUND_CIDRS:-}" ] || bounds+=("token_bound_cidrs=$TOKEN_BOUND_CIDRS")
 "$cli" write auth/approle/role/rotator \
   token_policies=rotator \
   token_ttl="${TOKEN_TTL:-1h}" \
   token_max_ttl="${TOKEN_MAX_TTL:-24h}" \
-  secret_id_ttl="${SECRET_ID_TTL:-0}" \
-  token_no_default_policy=true >/dev/null
+  secret_id_ttl="${SECRET_ID_TTL:-720h}" \
+  token_no_default_policy=true \
+  ${bounds[@]+"${bounds[@]}"} >/dev/null
 
 umask 077
 mkdir -p "$out"

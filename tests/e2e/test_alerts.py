@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import string
 import subprocess
 import time
 import urllib.error
@@ -152,6 +153,19 @@ def _collect_every_output_version(rig: Rig, name: str) -> None:
         )["data"]["data"]
         if data and isinstance(data.get("access_token"), str):
             rig.outputs_seen.append(data["access_token"])
+
+
+def _add_padded_token_an_idp_echoes(rig: Rig, name: str) -> None:
+    """A source whose api_token is padded with whitespace (rotator sends it stripped), at an IdP
+    that echoes the token it received as its OAuth2 error code, which rotator quotes: the token
+    reaches rotator's own messages, so only redaction keeps it out of every channel. Redaction
+    must know the value as sent, not only as read from Vault."""
+    api_token = "padded_" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(24))
+    rig.api_tokens[name] = api_token
+    rig.idp.add_token(api_token)
+    body = json.dumps({"error": api_token}).encode()
+    rig.idp.set_fault("status", status=400, body=body, api_token=api_token)
+    rig.space.write_source(name, {"api_token": f"  {api_token}\n", "token_url": rig.idp.token_url})
 
 
 # --- scenarios ----------------------------------------------------------------------------------
@@ -469,9 +483,11 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
     rig.idp.lifetime_seconds = 10
     tag = _tag()
     fine, revoked, forged = f"{tag}/fine", f"{tag}/revoked", f"{tag}/forged"
+    padded = f"{tag}/padded"
     rig.add_token(fine)
     rig.add_token(revoked, revoked=True)
     rig.add_token(forged)
+    _add_padded_token_an_idp_echoes(rig, padded)
     metrics = _configure(rig, webhook, alertmanager, envelope_sink)
     log = tmp_path / "run.log"
 
@@ -523,6 +539,7 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
     assert revoked in channels["alertmanager"]
     assert f'token="{fine}"' in channels["metrics"]
     assert "stored access token" in channels["log"] and "received SIGTERM" in channels["log"]
+    assert f"token {padded}: exchange failed" in channels["log"]
     values = [*rig.secrets(), rig.space.vault.root_token]
     assert len(values) >= 3 + 2 + 1  # three API tokens, two outputs at least, the root token
 

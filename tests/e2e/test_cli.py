@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+from pathlib import Path
 
 from rotator.dev.devvault import free_port
 from tests.e2e.conftest import Rig, remaining_seconds
@@ -158,6 +160,44 @@ def test_validate_config_names_an_unknown_key_and_exits_2(rig: Rig) -> None:
 
     assert result.returncode == 2
     assert "exchange.timeout_secs" in result.stderr
+
+
+def test_validate_config_names_a_malformed_webhook_url_without_printing_it(rig: Rig) -> None:
+    secret_path = "services/T0000/B0000/" + secrets.token_hex(12)
+    rig.write_config(alerts={"webhook_urls": [f"hooks.example.com/{secret_path}"]})
+
+    result = rig.rotator("validate-config")
+
+    assert result.returncode == 2
+    assert "alerts.webhook_urls[0]" in result.stderr
+    assert secret_path not in result.stderr + result.stdout
+
+
+def test_validate_config_reads_webhook_urls_from_a_credentials_file(
+    rig: Rig, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "webhooks").write_text("https://hooks.example.com/services/x\nnot a url\n")
+    rig.write_config(alerts={"webhook_urls_file": "webhooks"})
+
+    result = rig.rotator("validate-config", env={"CREDENTIALS_DIRECTORY": str(credentials)})
+
+    assert result.returncode == 2
+    assert "alerts.webhook_urls_file: line 2" in result.stderr
+    assert "not a url" not in result.stderr
+
+
+def test_a_plain_http_vault_off_this_host_exits_2(rig: Rig) -> None:
+    result = rig.rotator("validate-config", env={"VAULT_ADDR": "http://vault.example.com:8200"})
+
+    assert result.returncode == 0  # the file's vault.addr wins over VAULT_ADDR
+    rig.write_config(vault={"addr": "http://vault.example.com:8200"})
+
+    result = rig.rotator("check")
+
+    assert result.returncode == 2
+    assert "vault.addr: plain http" in result.stderr
 
 
 def test_a_config_file_that_does_not_exist_exits_2(rig: Rig) -> None:

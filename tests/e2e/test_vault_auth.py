@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
@@ -120,6 +121,53 @@ def test_bootstrap_runs_again_on_a_prepared_vault(
             f"{OUTPUTS}/after-rerun", secret={"x": "1"}, mount_point="secret"
         )
         client.adapter.close()
+
+
+def _role(vault: DevVault) -> dict[str, Any]:
+    root = hvac.Client(url=vault.addr, token=vault.root_token, timeout=10)
+    try:
+        return dict(root.read("auth/approle/role/rotator")["data"])
+    finally:
+        root.adapter.close()
+
+
+def test_bootstrap_gives_secret_ids_a_ttl_and_binds_nothing_by_default(
+    bootstrapped: tuple[DevVault, Path],
+) -> None:
+    vault, _ = bootstrapped
+
+    role = _role(vault)
+
+    assert role["secret_id_ttl"] == 720 * 3600  # 30 days: a secret-id is not forever
+    assert not role.get("secret_id_bound_cidrs")
+    assert not role.get("token_bound_cidrs")
+
+
+def test_bootstrap_binds_secret_ids_and_tokens_to_the_cidrs_given(
+    bootstrapped: tuple[DevVault, Path], tmp_path: Path
+) -> None:
+    vault, _ = bootstrapped
+    env = bootstrap_env(vault, tmp_path / "bound", token_ttl="1h", token_max_ttl="24h") | {
+        "SECRET_ID_TTL": "48h",
+        "SECRET_ID_BOUND_CIDRS": "127.0.0.1/32",
+        "TOKEN_BOUND_CIDRS": "127.0.0.0/8",
+    }
+
+    result = subprocess.run(
+        [str(BOOTSTRAP)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    role = _role(vault)
+    assert role["secret_id_ttl"] == 48 * 3600
+    assert role["secret_id_bound_cidrs"] == ["127.0.0.1/32"]
+    assert role["token_bound_cidrs"] == ["127.0.0.0/8"]
+    # From loopback, inside both bounds, rotator's credentials still work.
+    client = _approle_client(vault, tmp_path / "bound")
+    client.secrets.kv.v2.create_or_update_secret(
+        f"{OUTPUTS}/bound", secret={"x": "1"}, mount_point="secret"
+    )
+    client.adapter.close()
 
 
 def test_daemon_keeps_tokens_fresh_across_renewals_and_relogins(

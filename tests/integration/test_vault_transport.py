@@ -49,7 +49,7 @@ class Listener:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            do_GET = do_POST = do_PUT = _answer
+            do_GET = do_POST = do_PUT = do_CONNECT = _answer
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -97,16 +97,17 @@ def test_vault_requests_go_through_the_environments_proxy(
 ) -> None:
     proxy = Listener(status=502)
     listeners.append(proxy)
-    vault_addr = f"http://vault.internal.example:{free_port()}"
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    vault_host = f"vault.internal.example:{free_port()}"
+    vault_addr = f"https://{vault_host}"  # plain http is refused for a Vault off this host
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
 
     with pytest.raises(VaultError):
         _connect(vault_addr)
 
-    # The proxy was asked for Vault's URL in absolute form: the request was routed through it.
-    assert [seen[:2] for seen in proxy.seen] == [("GET", f"{vault_addr}/v1/auth/token/lookup-self")]
+    # The proxy was asked for a tunnel to Vault: the request was routed through it.
+    assert [seen[:2] for seen in proxy.seen] == [("CONNECT", vault_host)]
 
 
 def test_no_proxy_sends_vault_requests_directly(

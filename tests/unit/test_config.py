@@ -651,3 +651,205 @@ def test_api_tokens_are_read() -> None:
 def test_bad_api_tokens_values_name_the_key(key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"^api_tokens\.{key}: "):
         parse(minimal(api_tokens={key: value}))
+
+
+# --- secrets kept out of the config file (alerts.*_file) ---
+
+HOOK = "https://hooks.example.com/services/T0000/B0000/s3cr3tp4th"
+DSN = "https://publickey@sentry.example.com/42"
+
+
+def credentials(tmp_path: Path, name: str, text: str) -> dict[str, str]:
+    """A $CREDENTIALS_DIRECTORY holding `name` with `text`, as systemd's LoadCredential= makes."""
+    (tmp_path / name).write_text(text)
+    return {**TOKEN_ENV, "CREDENTIALS_DIRECTORY": str(tmp_path)}
+
+
+def test_webhook_urls_come_from_a_file_one_per_line(tmp_path: Path) -> None:
+    text = f"# on-call\n{HOOK}\n\n   https://alerts.example.org/hook  \n# end\n"
+    environ = credentials(tmp_path, "webhooks", text)
+
+    loaded = parse(minimal(alerts={"webhook_urls_file": "webhooks"}), environ)
+
+    assert loaded.alerts.webhook_urls == (HOOK, "https://alerts.example.org/hook")
+
+
+def test_an_absolute_webhook_urls_file_needs_no_credentials_directory(tmp_path: Path) -> None:
+    path = tmp_path / "hooks"
+    path.write_text(HOOK + "\n")
+
+    loaded = parse(minimal(alerts={"webhook_urls_file": str(path)}))
+
+    assert loaded.alerts.webhook_urls == (HOOK,)
+
+
+def test_the_sentry_dsn_comes_from_a_file(tmp_path: Path) -> None:
+    environ = credentials(tmp_path, "sentry-dsn", DSN + "\n")
+
+    loaded = parse(minimal(alerts={"sentry_dsn_file": "sentry-dsn"}), environ)
+
+    assert loaded.alerts.sentry_dsn == DSN
+
+
+def test_a_sentry_dsn_file_wins_over_sentry_dsn_in_the_environment(tmp_path: Path) -> None:
+    environ = credentials(tmp_path, "sentry-dsn", DSN)
+
+    loaded = parse(
+        minimal(alerts={"sentry_dsn_file": "sentry-dsn"}),
+        {**environ, "SENTRY_DSN": "https://other@sentry.example.com/1"},
+    )
+
+    assert loaded.alerts.sentry_dsn == DSN
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("webhook_urls", [HOOK]), ("sentry_dsn", DSN)], ids=["webhooks", "dsn"]
+)
+def test_a_key_and_its_file_together_are_an_error_naming_both(
+    tmp_path: Path, key: str, value: Any
+) -> None:
+    environ = credentials(tmp_path, "f", HOOK)
+
+    with pytest.raises(ConfigError, match=rf"alerts\.{key} .*alerts\.{key}_file"):
+        parse(minimal(alerts={key: value, f"{key}_file": "f"}), environ)
+
+
+def test_a_relative_file_without_a_credentials_directory_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^alerts\.webhook_urls_file: .*CREDENTIALS_DIRECTORY"):
+        parse(minimal(alerts={"webhook_urls_file": "webhooks"}))
+
+
+def test_a_missing_file_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    environ = {**TOKEN_ENV, "CREDENTIALS_DIRECTORY": str(tmp_path)}
+
+    with pytest.raises(ConfigError, match=r"^alerts\.sentry_dsn_file: cannot read"):
+        parse(minimal(alerts={"sentry_dsn_file": "absent"}), environ)
+
+
+def test_a_file_that_is_not_a_regular_file_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^alerts\.sentry_dsn_file: "):
+        parse(minimal(alerts={"sentry_dsn_file": "/dev/zero"}))
+
+
+def test_an_empty_sentry_dsn_file_is_an_error(tmp_path: Path) -> None:
+    environ = credentials(tmp_path, "sentry-dsn", "\n")
+
+    with pytest.raises(ConfigError, match=r"^alerts\.sentry_dsn_file: .* is empty"):
+        parse(minimal(alerts={"sentry_dsn_file": "sentry-dsn"}), environ)
+
+
+def test_a_malformed_url_in_the_webhook_file_names_its_line_and_not_the_text(
+    tmp_path: Path,
+) -> None:
+    secret_path = "hooks.example.com/services/T0000/B0000/s3cr3tp4th"
+    environ = credentials(tmp_path, "webhooks", f"# first\n{HOOK}\n{secret_path}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        parse(minimal(alerts={"webhook_urls_file": "webhooks"}), environ)
+
+    assert str(caught.value).startswith("alerts.webhook_urls_file: line 3: ")
+    assert "s3cr3tp4th" not in str(caught.value)
+
+
+# --- config errors never echo what may be a secret ---
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("alerts", "webhook_urls", [HOOK, "hooks.example.com/services/s3cr3tp4th"], "[1]"),
+        ("alerts", "webhook_urls", ["ftp://u:s3cr3tp4th@hooks.example.com/x"], "[0]"),
+        ("alerts", "webhook_urls", ["https://hooks.example.com:99999/s3cr3tp4th"], "[0]"),
+        ("alerts", "alertmanager_url", "alertmanager:9093/s3cr3tp4th", ""),
+        ("alerts", "sentry_dsn", "https//s3cr3tp4th@sentry.example.com/1", ""),
+        ("alerts", "sentry_dsn", "https://sentry.example.com/s3cr3tp4th", ""),
+        ("vault", "addr", "vault.example.com/s3cr3tp4th", ""),
+    ],
+)
+def test_a_malformed_url_is_named_by_its_key_and_never_echoed(
+    section: str, key: str, value: Any, named: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(with_key(section, key, value))
+
+    message = str(caught.value)
+    assert message.startswith(f"{section}.{key}{named}: ")
+    assert "s3cr3tp4th" not in message
+
+
+def test_a_config_repr_shows_no_alert_secrets() -> None:
+    loaded = parse(minimal(alerts={"webhook_urls": [HOOK], "sentry_dsn": DSN}))
+
+    assert "s3cr3tp4th" not in repr(loaded)
+    assert "publickey" not in repr(loaded)
+
+
+# --- plain-http Vault only on loopback ---
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "http://127.0.0.1:8200",
+        "http://127.3.4.5:8200",
+        "http://[::1]:8200",
+        "http://localhost:8200",
+        "http://LOCALHOST:8200",
+        "https://vault.example.com:8200",
+    ],
+)
+def test_vault_over_http_is_accepted_on_loopback_only(addr: str) -> None:
+    assert parse(minimal(vault={"addr": addr})).vault.addr == addr
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "http://vault.example.com:8200",
+        "http://10.0.0.5:8200",
+        "http://localhost.example.com:8200",
+        "http://[::ffff:7f00:1]:8200",
+    ],
+)
+def test_vault_over_plain_http_elsewhere_is_refused(addr: str) -> None:
+    with pytest.raises(ConfigError, match=r"^vault\.addr: plain http"):
+        parse(minimal(vault={"addr": addr}))
+
+
+def test_plain_http_from_vault_addr_names_the_variable() -> None:
+    environ = {**TOKEN_ENV, "VAULT_ADDR": "http://vault.example.com:8200"}
+
+    with pytest.raises(ConfigError, match=r"^VAULT_ADDR: plain http"):
+        parse({}, environ)
+
+
+# --- host patterns: `*` only as a whole left-most label ---
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*.leanix.net", "acme.leanix.net", "idp.example.com", "127.0.0.1", "localhost"]
+)
+def test_a_sound_host_pattern_is_accepted(pattern: str) -> None:
+    assert parse(minimal(exchange={"allowed_hosts": [pattern]})).exchange.allowed_hosts == (
+        pattern,
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*leanix.net", "leanix.*", "*.net", "a.*.net", "**.x.y", "*-eu.leanix.net",
+     "acme-*.leanix.net", "*.*.leanix.net", "a..leanix.net", "-a.leanix.net", "a_b.leanix.net",
+     ".leanix.net", "leanix.net."],
+)  # fmt: skip
+@pytest.mark.parametrize("key", ["allowed_hosts", "insecure_http_hosts"])
+def test_a_loose_host_pattern_is_a_config_error(key: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^exchange\.{key}\[0\]: "):
+        parse(minimal(exchange={key: [pattern]}))
+
+
+def test_the_shipped_config_loads_and_holds_no_secret() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "rotator.toml"
+
+    loaded = config.load(shipped, {"CREDENTIALS_DIRECTORY": "/run/credentials/rotator.service"})
+
+    assert loaded.alerts.webhook_urls == () and loaded.alerts.sentry_dsn == ""

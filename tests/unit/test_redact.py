@@ -6,10 +6,13 @@ import io
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from rotator.redact import (
+    EXPIRY_GRACE,
+    MAX_EXPIRING,
     SECRETS,
     RedactingFilter,
     SecretRegistry,
@@ -216,3 +219,91 @@ def test_install_filter_uses_the_global_registry_by_default() -> None:
         handler.close()
 
     assert stream.getvalue() == f"value [REDACTED:{fingerprint(secret)}]\n"
+
+
+# --- what the registry keeps, and for how long ----------------------------------------------------
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_secret_registered_for_good_outlives_any_number_of_expiring_ones() -> None:
+    """The Vault token, the secret-id, webhook URLs and the DSN are registered once, at start;
+    a fleet's access tokens must never push them out."""
+    clock = Clock()
+    secrets = SecretRegistry(clock=clock)
+    secrets.register("https://hooks.example.com/services/T0/B0/long-lived")
+    for number in range(200_000):
+        secrets.register_until(f"{number:08d}-access-token", NOW + timedelta(hours=1))
+
+    assert "long-lived" not in secrets.redact(
+        "posting to https://hooks.example.com/services/T0/B0/long-lived"
+    )
+
+
+def test_expiring_secrets_are_bounded_the_soonest_to_expire_going_first() -> None:
+    secrets = SecretRegistry(clock=Clock())
+    for number in range(MAX_EXPIRING + 10):
+        secrets.register_until(f"{number:08d}-access-token", NOW + timedelta(seconds=number))
+
+    assert secrets.redact("00000000-access-token") == "00000000-access-token"  # the first to go
+    assert "access-token" not in secrets.redact(f"{MAX_EXPIRING + 9:08d}-access-token")
+    assert secrets.expiring_count() == MAX_EXPIRING
+
+
+def test_an_expiring_secret_is_kept_until_a_grace_period_after_it_expires() -> None:
+    clock = Clock()
+    secrets = SecretRegistry(clock=clock)
+    secrets.register_until("access-token-one", NOW + timedelta(hours=1))
+
+    clock.now = NOW + timedelta(hours=1) + EXPIRY_GRACE - timedelta(seconds=1)
+    secrets.register_until("access-token-two", clock.now + timedelta(hours=1))  # purges lazily
+    kept = secrets.redact("access-token-one")
+    clock.now = NOW + timedelta(hours=1) + EXPIRY_GRACE + timedelta(seconds=1)
+    secrets.register_until("access-token-three", clock.now + timedelta(hours=1))
+
+    assert kept != "access-token-one"
+    assert secrets.redact("access-token-one") == "access-token-one"
+    assert secrets.redact("access-token-two") != "access-token-two"
+
+
+def test_a_secret_that_expired_long_ago_is_still_kept_for_the_grace_period() -> None:
+    """An output read after a long outage holds a token that expired long ago: log lines about
+    it come now, so it is kept from now on."""
+    clock = Clock()
+    secrets = SecretRegistry(clock=clock)
+    secrets.register_until("access-token-old", NOW - timedelta(days=3))
+    clock.now = NOW + EXPIRY_GRACE - timedelta(seconds=1)
+    secrets.register_until("access-token-new", NOW + timedelta(hours=1))
+
+    assert secrets.redact("access-token-old") != "access-token-old"
+
+
+def test_registering_for_good_wins_over_an_expiry() -> None:
+    clock = Clock()
+    secrets = SecretRegistry(clock=clock)
+    secrets.register_until("api-token-value", NOW)
+    secrets.register("api-token-value")
+    clock.now = NOW + timedelta(days=30)
+    secrets.register_until("access-token-new", clock.now + timedelta(hours=1))
+
+    assert secrets.redact("api-token-value") != "api-token-value"
+    assert secrets.expiring_count() == 1
+
+
+def test_a_later_expiry_extends_an_expiring_secret() -> None:
+    clock = Clock()
+    secrets = SecretRegistry(clock=clock)
+    secrets.register_until("access-token-one", NOW)
+    secrets.register_until("access-token-one", NOW + timedelta(days=1))
+    clock.now = NOW + timedelta(hours=12)
+    secrets.register_until("access-token-two", clock.now)
+
+    assert secrets.redact("access-token-one") != "access-token-one"

@@ -16,6 +16,7 @@ from rotator.sources import (
     MAX_FIELD_LENGTH,
     Source,
     check_destination,
+    check_name,
     host_matches,
     parse_source,
 )
@@ -369,9 +370,26 @@ def test_dot_in_a_pattern_is_literal() -> None:
     assert not host_matches("idpxexample.com", "idp.example.com")
 
 
-def test_wildcard_within_a_label() -> None:
-    assert host_matches("acme-eu.leanix.net", "acme-*.leanix.net")
-    assert not host_matches("acme-eu.x.leanix.net", "acme-*.leanix.net")
+@pytest.mark.parametrize(
+    ("hostname", "pattern"),
+    [
+        ("evilleanix.net", "*leanix.net"),
+        ("acme-eu.leanix.net", "acme-*.leanix.net"),
+        ("leanix.evil", "leanix.*"),
+        ("evil.net", "*.net"),
+        ("a.evil.net", "a.*.net"),
+        ("a.b.leanix.net", "*.*.leanix.net"),
+    ],
+)
+def test_a_wildcard_that_is_not_a_whole_leftmost_label_matches_nothing(
+    hostname: str, pattern: str
+) -> None:
+    # config refuses such patterns; should one get here all the same, it allows nothing.
+    assert not host_matches(hostname, pattern)
+
+
+def test_a_wildcard_label_is_never_empty() -> None:
+    assert not host_matches(".leanix.net", "*.leanix.net")
 
 
 def test_port_is_never_part_of_a_host_match() -> None:
@@ -540,3 +558,77 @@ def test_an_accepted_api_token_expiry_never_overflows_the_expiry_alert(
         return
     now = datetime(2026, 5, 1, tzinfo=UTC)
     expiry_observations("acme", None, None, 0.8, source.api_token_expires_at, now)
+
+
+# --- the JWT requirement: by LeanIX's host, and by the path however it is spelled ---
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/services/mtm/v1/oauth2/token",
+        "/services/mtm/v1/oauth2/./token",
+        "/services/mtm/v1/oauth2/token/",
+        "//services/mtm/v1/oauth2/token",
+        "/services//mtm/v1/oauth2//token",
+        "/services/mtm/v1/oauth2/%74oken",
+        "/services/mtm/v1/oauth2/%74%6F%6b%65%6e",
+        "/services/mtm/v1/x/../oauth2/token",
+        "/services/mtm/v1/oauth2/token;jsessionid=1",
+        "/services/mtm/v1/oauth2/%2574oken",
+        "/Services/MTM/v1/OAuth2/Token",
+    ],
+)
+def test_the_leanix_token_path_requires_jwts_however_it_is_spelled(path: str) -> None:
+    source = parse(
+        {"api_token": API_TOKEN, "token_url": f"https://idp.example.com{path}"},
+        allowed=("idp.example.com",),
+    )
+
+    assert source.issues_jwts
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://acme.leanix.net/some/other/token/path",
+        "https://ACME.LeanIX.net/",
+        "https://eu-svc.leanix.net/services/mtm/v2/oauth2/token",
+    ],
+)
+def test_any_leanix_host_requires_jwts_whatever_the_path(url: str) -> None:
+    assert parse({"api_token": API_TOKEN, "token_url": url}).issues_jwts
+
+
+@pytest.mark.parametrize(
+    "path", ["/services/mtm/v1/oauth2/tokens", "/oauth2/token", "/services/mtm/v1/oauth2"]
+)
+def test_another_providers_path_does_not_require_jwts(path: str) -> None:
+    source = parse(
+        {"api_token": API_TOKEN, "token_url": f"https://idp.example.com{path}"},
+        allowed=("idp.example.com",),
+    )
+
+    assert not source.issues_jwts
+
+
+# --- token names ---
+
+
+@pytest.mark.parametrize(
+    "name", ["acme", "acme/production", "team-a/deep/gamma", "a.b/c..d", "x y", "ünïcode"]
+)
+def test_a_sound_token_name_is_accepted(name: str) -> None:
+    check_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "/acme", "acme/", "a//b", ".", "..", "a/./b", "a/../b", "../x", "a/..", "a\x00b",
+     "a\nb", "a\rb", "a\tb", "a\x1bb", "a\x7fb", "a\x85b"],
+)  # fmt: skip
+def test_a_hostile_token_name_is_refused(name: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        check_name(name)
+
+    assert "token name" in str(caught.value)
