@@ -175,6 +175,10 @@ def _report(args: argparse.Namespace, rotator: Rotator, keeper: ApiTokens) -> in
         if bool(args.names) == bool(args.all):
             print("rotator rotate: give token NAMEs or --all, not both", file=sys.stderr)
             return EXIT_USAGE
+        for name in args.names:
+            if not is_valid_name(name):
+                print(f"rotator rotate: {name!r} is not a token name", file=sys.stderr)
+                return EXIT_USAGE
         outcomes = rotator.run_cycle(None if args.all else args.names, force=True)
     counts = rotator.issuance_counts(outcomes)
     now = datetime.now(UTC)

@@ -44,6 +44,7 @@ from rotator.monitor import Monitor
 from rotator.outcome import ApiTokenOutcome, Outcome, Reason, State
 from rotator.plan import Look, plan_check
 from rotator.policy import VaultTokenAction
+from rotator.records import OutputMetadata
 from rotator.replacement import ApiTokens
 from rotator.rotation import Rotator
 from rotator.systemd import SystemdNotifier
@@ -334,32 +335,39 @@ class Daemon:
             except VaultError as exc:
                 logger.warning("check: %s", exc)
                 return False
-            version = metadata.current_version if metadata else 0
-            with self._lock:
-                seen = self._seen_versions.get(name)
-                self._seen_versions[name] = version
-                running = name in self._in_flight
-            look = plan_check(
-                running=running,
-                has_job=running or self._has_job(_job_id(name)),
-                seen_version=seen,
-                version=version,
-                expires_at=metadata.expires_at if metadata else None,
-                now=now,
-            )
-            if look is Look.ADD_JOB:
-                logger.debug("token %s: no scheduled job; adding one", name)
-                self._schedule(name, now)
-            elif look is Look.CHANGED:
-                logger.info("token %s: output is now version %d; looking at it now", name, version)
-                self._look_soon(name, now)
-            elif look is Look.STALE:
-                self._look_soon(name, now)
-            self.monitor.check_token(name, metadata)
+            try:
+                self._check_token(name, metadata, now)
+            except Exception:  # the bulkhead: one token's bad metadata stops no other's check
+                logger.exception("check: token %s: unexpected error", name)
         self.monitor.cycle_done(len(names))
         self.monitor.repeat()
         self.systemd.status(self._status_line(names))
         return True
+
+    def _check_token(self, name: str, metadata: OutputMetadata | None, now: datetime) -> None:
+        """One output on one check: pull its job forward if need be, feed the monitor."""
+        version = metadata.current_version if metadata else 0
+        with self._lock:
+            seen = self._seen_versions.get(name)
+            self._seen_versions[name] = version
+            running = name in self._in_flight
+        look = plan_check(
+            running=running,
+            has_job=running or self._has_job(_job_id(name)),
+            seen_version=seen,
+            version=version,
+            expires_at=metadata.expires_at if metadata else None,
+            now=now,
+        )
+        if look is Look.ADD_JOB:
+            logger.debug("token %s: no scheduled job; adding one", name)
+            self._schedule(name, now)
+        elif look is Look.CHANGED:
+            logger.info("token %s: output is now version %d; looking at it now", name, version)
+            self._look_soon(name, now)
+        elif look is Look.STALE:
+            self._look_soon(name, now)
+        self.monitor.check_token(name, metadata)
 
     def _status_line(self, names: list[str]) -> str:
         with self._lock:

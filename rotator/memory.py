@@ -13,6 +13,8 @@ keeps only what must not be lost between two passes over a token and cannot be r
 - a new API token obtained at MTM but not yet stored in Vault (`HeldApiToken`): never lost while
   the process lives, written again until Vault takes it;
 - the source secret as last read, so that a pass that follows a rotation need not read it again;
+- the access tokens this process obtained in the last hour, so that the issuance cap holds
+  within the process whatever the output's issuance log says (someone may forge it);
 - one lock per token, so that two passes over the same token never overlap (reentrant: a
   replacement holds it across the rotation that proves the new API token).
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rotator import policy
 from rotator.lifecycle import UNPROVEN, Proof
@@ -33,6 +35,7 @@ from rotator.records import SecretVersion
 from rotator.redact import fingerprint
 from rotator.tokens import AccessToken
 
+OWN_ISSUANCES_KEPT = timedelta(minutes=65)  # the cap's hour, and some
 MAX_PROOFS = 4  # per token: the current API token, api_token_next, and the ones before
 # Failures an outage of Vault or the IdP causes: over once it is, so `clear_transient` forgets them.
 TRANSIENT_KINDS = frozenset({FailureKind.TRANSIENT, FailureKind.VAULT_WRITE})
@@ -56,6 +59,7 @@ class TokenMemory:
         self._held_api_tokens: dict[str, HeldApiToken] = {}
         self._proofs: dict[str, dict[str, Proof]] = {}  # name -> token fingerprint -> proof
         self._sources: dict[str, SecretVersion] = {}
+        self._issued: dict[str, list[datetime]] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
 
@@ -151,6 +155,21 @@ class TokenMemory:
         with self._guard:
             self._held_api_tokens.pop(name, None)
 
+    # --- issuances -----------------------------------------------------------------------------
+
+    def issued(self, name: str, at: datetime) -> None:
+        """Count an access token this process obtained for `name` at `at`."""
+        with self._guard:
+            times = self._issued.setdefault(name, [])
+            times.append(at)
+            cutoff = at - OWN_ISSUANCES_KEPT
+            times[:] = [moment for moment in times if moment > cutoff]
+
+    def issuances(self, name: str) -> tuple[datetime, ...]:
+        """The access tokens this process obtained for `name` in the last hour or so."""
+        with self._guard:
+            return tuple(self._issued.get(name, ()))
+
     # --- sources ------------------------------------------------------------------------------
 
     def note_source(self, name: str, secret: SecretVersion) -> None:
@@ -173,3 +192,4 @@ class TokenMemory:
             self._held.pop(name, None)
             self._sources.pop(name, None)
             self._proofs.pop(name, None)
+            self._issued.pop(name, None)

@@ -139,7 +139,7 @@ class Monitor:
             if metadata is not None and metadata.expires_at is not None:
                 known.expires_at = metadata.expires_at
         if self.metrics is not None:
-            history = metadata.issuances if metadata is not None else ()
+            history = metadata.issuances(now) if metadata is not None else ()
             self.metrics.issuances.labels(name).set(policy.issuances_in_window(history, now))
         self._apply(self._expiry(name, now), now)
 

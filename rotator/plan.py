@@ -94,10 +94,10 @@ class OutputView:
         """The token to schedule by: rotator's own, never a foreign one."""
         return None if self.foreign else self.token
 
-    @property
-    def issuances(self) -> tuple[datetime, ...] | None:
-        """Issuance times from its issuance log; None without one (then read the history)."""
-        return self.secret.issuances if self.secret is not None else None
+    def issuances(self, now: datetime) -> tuple[datetime, ...] | None:
+        """Issuance times from its issuance log as of `now`; None without one (then read the
+        history)."""
+        return self.secret.issuances(now) if self.secret is not None else None
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class TokenFacts:
     failure: Failure | None = None  # the record of the last failed attempts
     force: bool = False  # `rotator rotate`: exchange whether due or not
     history: tuple[datetime, ...] | None = None  # issuance times; None: not known yet
+    own_issuances: tuple[datetime, ...] = ()  # those this process made, whatever Vault says
     claim: Claim | None = None  # this instance's claim, once taken
     claimed_elsewhere: bool = False  # another instance holds the claim
     latest: OutputView | None = None  # the output as read again under the claim
@@ -202,8 +203,9 @@ def plan_token(facts: TokenFacts, rules: Rules) -> Plan:
 
     if facts.history is None:
         return Plan(Step.READ_HISTORY, reason)
-    recent = policy.issuances_in_window(facts.history, now)
-    allowed_at = policy.issuance_allowed_at(facts.history, now, rules.max_issuances_per_hour)
+    history = _cap_history(facts.history, facts.own_issuances, now)
+    recent = policy.issuances_in_window(history, now)
+    allowed_at = policy.issuance_allowed_at(history, now, rules.max_issuances_per_hour)
     if allowed_at is not None:
         return _report(
             reason,
@@ -350,6 +352,15 @@ def _decide(facts: TokenFacts, token: AccessToken | None, readable: bool, rules:
         rules.refresh_fraction,
         jitter,
     )
+
+
+def _cap_history(
+    logged: tuple[datetime, ...], own: tuple[datetime, ...], now: datetime
+) -> tuple[datetime, ...]:
+    """The issuances the cap counts: Vault's issuance log (every instance's issuances), unless
+    this process alone made more in the last hour than it says (the log was forged or lost)."""
+    mine = policy.issuances_in_window(own, now)
+    return own if mine > policy.issuances_in_window(logged, now) else logged
 
 
 def _is_fresh(facts: TokenFacts, token: AccessToken, rules: Rules) -> bool:

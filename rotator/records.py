@@ -9,7 +9,7 @@
   then records `issued_at`, `expires_at` and the issuance log (`record`). A reader that sees the
   write half-way still recognises rotator's token.
 - **The issuance log** (`tokens.issuance_log_add`): counts per minute for the last hour, merged
-  into the metadata by `record`, read back by `SecretVersion.issuances`.
+  into the metadata by `record`, read back by `SecretVersion.issuances(now)`.
 - **Claims** between instances: a KV secret per token holding an owner and an expiry, taken with
   check-and-set (`claim_record`, `is_claimed_by_another`); a release records the output version
   the owner left (`release_record`), so the next claimer knows whether it must read again
@@ -62,10 +62,10 @@ class SecretVersion:
         }
         return data_fingerprint(self.data) in announced - {None, "", NO_FINGERPRINT}
 
-    @property
-    def issuances(self) -> tuple[datetime, ...] | None:
-        """Issuance times from the output's issuance log; None without one."""
-        return issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY))
+    def issuances(self, now: datetime) -> tuple[datetime, ...] | None:
+        """Issuance times from the output's issuance log, as of `now`; None without one (or
+        with nothing of the last hour in it)."""
+        return issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY), now)
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,10 @@ class OutputMetadata:
     custom_metadata: Mapping[str, str]
     history: tuple[datetime, ...]  # creation times of the versions kept, oldest first
 
-    @property
-    def issuances(self) -> tuple[datetime, ...]:
-        """Issuance times: from the issuance log rotator keeps in custom_metadata, or, for an
-        output written without one, the creation times of the versions kept."""
-        logged = issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY))
+    def issuances(self, now: datetime) -> tuple[datetime, ...]:
+        """Issuance times as of `now`: from the issuance log rotator keeps in custom_metadata,
+        or, for an output written without one, the creation times of the versions kept."""
+        logged = issuance_log_times(self.custom_metadata.get(ISSUANCE_LOG_KEY), now)
         return logged if logged is not None else self.history
 
     @property

@@ -57,7 +57,7 @@ from rotator.plan import OutputView
 from rotator.records import SecretVersion
 from rotator.redact import SECRETS
 from rotator.rotation import Rotator, release_claim, take_claim
-from rotator.sources import Source
+from rotator.sources import Source, is_valid_name
 from rotator.tokens import format_time
 from rotator.vault import VaultStore
 
@@ -130,6 +130,8 @@ class ApiTokens:
         yet). With `requested` (`rotator replace-api-token`), a replacement is wanted now.
         Never raises for token problems: they become the outcome."""
         memory = self.rotator.memory
+        if not is_valid_name(name):
+            return ApiTokenOutcome(name, Replacement.NOTHING, Step.NONE, Why.NOTHING)
         with memory.lock(name):
             try:
                 return self._step(name, outcome, requested)
@@ -361,7 +363,7 @@ class ApiTokens:
         except RotatorError as exc:
             logger.info("token %s: api_token_next not checked (%s)", name, exc)
             return
-        SECRETS.register(token.access_token)
+        SECRETS.register_until(token.access_token, token.expires_at)
         memory.prove(name, staged.api_token, Proof(Verdict.WORKS, now))
 
     # --- helpers ------------------------------------------------------------------------------
@@ -388,6 +390,8 @@ class ApiTokens:
     def planned(self, name: str) -> list[Planned]:
         """What the lifecycle will do with `name`'s API token, from what Vault holds (read-only,
         for `rotator plan`: no exchange, so a rejected api_token is not known here)."""
+        if not is_valid_name(name):
+            return []
         secret = self._store.read_source(name)
         source = self._parse(name, secret)
         if secret is None or source is None:
@@ -410,6 +414,8 @@ class ApiTokens:
         """Read `name`'s technical user at MTM (through its admin source's access token) and keep
         the source's `api_token_expires_at` current. None when the source names no technical
         user at a LeanIX MTM. Raises MtmError/VaultError when MTM or Vault cannot be asked."""
+        if not is_valid_name(name):
+            return None
         with self.rotator.memory.lock(name):
             secret = self.rotator.memory.source(name) or self._store.read_source(name)
             source = self._parse(name, secret)
@@ -456,6 +462,8 @@ class ApiTokens:
         source's exchange works, MTM answers `GET /technicalusers/{id}` with its access token,
         its role may replace, and Vault grants rotator `update` on the source."""
         checks: list[Check] = []
+        if not is_valid_name(name):
+            return [Check("source", False, f"{name!r} is not a usable token name")]
         secret = self._store.read_source(name)
         source = self._parse(name, secret)
         if source is None:
@@ -472,7 +480,7 @@ class ApiTokens:
             token = self.rotator.exchanger.exchange(admin)
         except RotatorError as exc:
             return [*checks, Check("admin exchange", False, str(exc))]
-        SECRETS.register(token.access_token)
+        SECRETS.register_until(token.access_token, token.expires_at)
         checks.append(Check("admin exchange", True, f"admin source {admin.name!r}"))
         try:
             user: TechnicalUser = self.mtm.technical_user(

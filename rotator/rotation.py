@@ -58,7 +58,7 @@ from rotator.plan import (
 )
 from rotator.records import Claim
 from rotator.redact import SECRETS
-from rotator.sources import Source, parse_source
+from rotator.sources import Source, check_name, is_valid_name, parse_source
 from rotator.tokens import AccessToken, Principal
 from rotator.vault import VaultStore
 
@@ -129,7 +129,7 @@ class Rotator:
             while outcome is None:
                 plan = plan_token(facts, self.rules)
                 if plan.step is Step.READ_HISTORY:
-                    facts = replace(facts, history=self.store.output_issuances(name))
+                    facts = replace(facts, history=self.store.output_issuances(name, facts.now))
                 elif plan.step is Step.CLAIM:
                     claim = self._claim(name, facts.now)
                     if claim is None:
@@ -156,6 +156,10 @@ class Rotator:
     def _observe(self, name: str, force: bool) -> TokenFacts:
         """Read the source and the output secret, and what memory holds of the token."""
         now = self._clock()
+        try:
+            check_name(name)  # `..` would address another secret once the path is normalised
+        except SourceError as exc:
+            return TokenFacts(name, now, exc)
         secret = self.store.read_source(name)
         if secret is None:
             return TokenFacts(name, now, None)
@@ -173,7 +177,8 @@ class Rotator:
             held=self.memory.held(name, now),
             failure=self.memory.failure(name),
             force=force,
-            history=output.issuances,
+            history=output.issuances(now),
+            own_issuances=self.memory.issuances(name),
         )
 
     def _read_output(self, name: str) -> OutputView:
@@ -181,7 +186,7 @@ class Rotator:
         if view.foreign:
             logger.warning("token %s: the output secret was changed by someone else", name)
         elif view.token is not None:
-            SECRETS.register(view.token.access_token)
+            SECRETS.register_until(view.token.access_token, view.token.expires_at)
         if not view.readable:
             logger.warning(
                 "token %s: output secret is malformed (%s); it will be replaced", name, view.problem
@@ -223,7 +228,8 @@ class Rotator:
             )
         self._exchanged(name, "success", started)
         self._prove(name, source.api_token, Verdict.WORKS)
-        SECRETS.register(token.access_token)
+        SECRETS.register_until(token.access_token, token.expires_at)
+        self.memory.issued(name, token.issued_at)
         self.memory.hold(name, token)
         outcome = self._write(facts, plan, token)
         if outcome.state is State.REFRESHED and plan.issuances is not None:
@@ -370,8 +376,21 @@ class Rotator:
             return list(pool.map(lambda n: self.rotate_one(n, force=force), todo))
 
     def inspect(self, name: str) -> Outcome:
-        """A read-only look at one token (`plan.plan_status`): no exchange, no write."""
+        """A read-only look at one token (`plan.plan_status`): no exchange, no write. Raises
+        VaultError (the report cannot be made); any other failure is that token's outcome."""
+        try:
+            return self._inspect(name)
+        except VaultError:
+            raise
+        except Exception as exc:  # the bulkhead: one token's bad data stops no other's row
+            logger.exception("token %s: unexpected error", name)
+            detail = f"unexpected {type(exc).__name__}; see the log"
+            return Outcome(name, State.FAILING, None, self._clock(), Reason.BUG, detail)
+
+    def _inspect(self, name: str) -> Outcome:
         now = self._clock()
+        if not is_valid_name(name):
+            return self._refused_name(name, now)
         secret = self.store.read_source(name)
         facts = TokenFacts(name, now, None)
         if secret is not None:
@@ -398,6 +417,8 @@ class Rotator:
         Vault holds (read-only, for `rotator plan`). A backoff after failed attempts lives in
         the daemon's memory and is not seen here."""
         now = self._clock()
+        if not is_valid_name(name):
+            return Planned(name, "fix the source secret", None, "not a usable token name")
         secret = self.store.read_source(name)
         facts = TokenFacts(name, now, None)
         if secret is not None:
@@ -408,11 +429,11 @@ class Rotator:
                 self.parse(name, secret),
                 output,
                 source_version=secret.version,
-                history=output.issuances,
+                history=output.issuances(now),
             )
         plan = plan_token(facts, self.rules)
         if plan.step is Step.READ_HISTORY:
-            facts = replace(facts, history=self.store.output_issuances(name))
+            facts = replace(facts, history=self.store.output_issuances(name, facts.now))
             plan = plan_token(facts, self.rules)
         if plan.state is State.GONE:
             return Planned(name, "nothing", None, "the source secret is gone")
@@ -425,6 +446,21 @@ class Rotator:
             return Planned(name, "refresh", plan.at, "the access token is fresh until then")
         return Planned(name, "refresh", now, f"now: {plan.reason}")
 
+    def _refused_name(self, name: str, now: datetime) -> Outcome:
+        try:
+            check_name(name)
+        except SourceError as exc:
+            detail = str(exc)
+        return Outcome(
+            name,
+            State.INVALID_SOURCE,
+            None,
+            now,
+            Reason.INVALID_SOURCE,
+            detail,
+            FailureKind.INVALID_SOURCE,
+        )
+
     def issuance_counts(self, outcomes: list[Outcome]) -> list[int | None]:
         """Issuances in the last hour per outcome, for the reports: the count the pass made on
         its way, else read from Vault (None when Vault does not answer)."""
@@ -432,6 +468,8 @@ class Rotator:
         def count(outcome: Outcome) -> int | None:
             if outcome.issuances_last_hour is not None:
                 return outcome.issuances_last_hour
+            if not is_valid_name(outcome.name):
+                return None
             try:
                 return self.issuances_last_hour(outcome.name)
             except VaultError:
@@ -445,7 +483,8 @@ class Rotator:
 
     def issuances_last_hour(self, name: str) -> int:
         """Access tokens issued in the last hour (`VaultStore.output_issuances`)."""
-        return policy.issuances_in_window(self.store.output_issuances(name), self._clock())
+        now = self._clock()
+        return policy.issuances_in_window(self.store.output_issuances(name, now), now)
 
     def clear_transient_failures(self) -> list[str]:
         """Forget the backoff of every token failing because of an outage; returns their names."""

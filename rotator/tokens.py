@@ -282,28 +282,25 @@ def issuance_log_add(log: str | None, at: datetime) -> str:
         kept.pop()  # only with absurd counts: forget the oldest minute rather than fail the write
 
 
-def issuance_log_times(log: str | None, now: datetime | None = None) -> tuple[datetime, ...] | None:
+def issuance_log_times(log: str | None, now: datetime) -> tuple[datetime, ...] | None:
     """The issuances `log` records as of `now` (the reader's clock), oldest first, each at the
     end of its minute plus MAX_CLOCK_SKEW. Entries further ahead of `now` than the skew allows
     are ignored.
 
     None when there is no log, it is unreadable, or nothing in it lies within the last hour (a
     log forged to look old is as good as none): the caller then counts another way.
-
-    Without `now` (transitional, for callers not yet passing it) no entry is ignored.
     """
     counts = _log_counts(log)
     if counts is None:
         return None
-    if now is not None:
-        minute = _minute(now)
-        counts = {
-            logged: count
-            for logged, count in counts.items()
-            if minute - _KEEP_MINUTES < logged <= minute + _SKEW_MINUTES
-        }
-        if not counts:
-            return None
+    minute = _minute(now)
+    counts = {
+        logged: count
+        for logged, count in counts.items()
+        if minute - _KEEP_MINUTES < logged <= minute + _SKEW_MINUTES
+    }
+    if not counts:
+        return None
     times: list[datetime] = []
     for minute in sorted(counts):
         at = datetime.fromtimestamp((minute + 1) * 60, UTC) + MAX_CLOCK_SKEW

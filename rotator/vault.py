@@ -386,11 +386,11 @@ class VaultStore:
                 raise
         return dict(response["data"]) if isinstance(response, dict) else {}
 
-    def output_issuances(self, name: str) -> tuple[datetime, ...]:
-        """The output's issuance times (`OutputMetadata.issuances`, from `read_output_metadata`);
-        empty when there is no output."""
+    def output_issuances(self, name: str, now: datetime) -> tuple[datetime, ...]:
+        """The output's issuance times as of `now` (`OutputMetadata.issuances`, from
+        `read_output_metadata`); empty when there is no output."""
         metadata = self.read_output_metadata(name)
-        return metadata.issuances if metadata is not None else ()
+        return metadata.issuances(now) if metadata is not None else ()
 
     # --- claims between instances ---------------------------------------------------------------
 

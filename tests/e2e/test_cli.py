@@ -98,6 +98,16 @@ def test_rotate_of_an_unknown_name_exits_1(rig: Rig) -> None:
     assert "no/such/token" in result.stdout
 
 
+def test_rotate_of_a_name_with_dot_segments_is_a_usage_error(rig: Rig) -> None:
+    rig.add_token("other")
+
+    result = rig.rotator("rotate", "acme/../other")
+
+    assert result.returncode == 2
+    assert "'acme/../other' is not a token name" in result.stderr
+    assert rig.output("other") is None
+
+
 def test_rotate_reports_the_issuances_the_rotation_counted_as_status_reads_them(
     rig: Rig,
 ) -> None:

@@ -17,9 +17,10 @@ from typing import Any, Self
 
 import hvac.exceptions
 
+from rotator.dev.devvault import free_port
 from rotator.sources import LEANIX_TOKEN_PATH
 from tests.e2e.conftest import Rig
-from tests.e2e.test_faults import Audit, _configure, _events, _left
+from tests.e2e.test_faults import Audit, _configure, _events, _healthz, _left
 from tests.sinks import RecordingServer
 from tests.waiting import alive, wait_for
 
@@ -274,3 +275,64 @@ def _assert_no_claims_for_bad_sources(rig: Rig, hostile: dict[str, Any]) -> None
         except hvac.exceptions.InvalidPath:
             continue
         raise AssertionError(f"{name}: a claim was taken for a malformed source")
+
+
+OUT_OF_RANGE = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
+
+
+def test_out_of_range_times_are_bad_input_and_stop_no_other_token(
+    rig: Rig, tmp_path: Path, webhook: RecordingServer
+) -> None:
+    """A source expiring in year 1 and a forged output issued in year 9999: the check goes on
+    for every token, the forgery is restored (and alerted), status reports every token."""
+    listen = f"127.0.0.1:{free_port()}"
+    _configure(rig, webhook, metrics={"listen": listen})
+    rig.add_token(GOOD)
+    forged_name = "forged/far-future"
+    rig.add_token(forged_name)
+    bad_expiry = "bad/expiry"
+    rig.api_tokens[bad_expiry] = "api-" + secrets.token_urlsafe(24)
+    rig.space.write_source(
+        bad_expiry,
+        {
+            "api_token": rig.api_tokens[bad_expiry],
+            "token_url": rig.idp.token_url,
+            "api_token_expires_at": OUT_OF_RANGE[0],
+        },
+    )
+    audit = Audit(rig.space.root, rig.space.output_prefix, rig.idp)
+    log = tmp_path / "run.log"
+
+    with rig.running(log) as process:
+        wait_for(alive(process, lambda: audit.current(forged_name)), 20, "the first outputs")
+        rig.space.root.secrets.kv.v2.create_or_update_secret(
+            f"{rig.space.output_prefix}/{forged_name}",
+            secret={
+                "access_token": "forged.jwt.value",
+                "token_type": "bearer",
+                "expires_in": 3599,
+                "issued_at": OUT_OF_RANGE[1],
+                "expires_at": OUT_OF_RANGE[1],
+                "source_version": 1,
+            },
+            mount_point="secret",
+        )
+        wait_for(
+            alive(process, lambda: _events(webhook, "foreign_write", forged_name, "firing")),
+            20,
+            "foreign_write for the far-future forgery",
+        )
+        wait_for(
+            alive(process, lambda: (t := audit.current(forged_name)) and _left(t) > 0),
+            20,
+            "the forgery restored",
+        )
+        # The checks go on (the good token stays healthy, /healthz answers 200).
+        wait_for(alive(process, lambda: _healthz(listen) == 200), 10, "a healthy daemon")
+        assert _left(audit.current(GOOD)) > 0
+
+    status = json.loads(rig.rotator("status", "--json").stdout)
+    states = {row["name"]: row["state"] for row in status["tokens"]}
+    assert states[bad_expiry] == "invalid_source"
+    assert states[GOOD] == "fresh" and states[forged_name] == "fresh"
+    assert "unexpected" not in log.read_text()

@@ -229,6 +229,24 @@ def test_a_reached_cap_reports_capped_until_the_oldest_issuance_leaves_the_hour(
     assert (result.issuances, result.detail) == (6, "issuance cap reached")
 
 
+def test_the_cap_counts_this_process_s_own_issuances_when_the_log_says_fewer() -> None:
+    """A forged or lost issuance log cannot reset the cap within one process."""
+    own = tuple(DUE - timedelta(minutes=m) for m in (50, 40, 30, 20, 10, 5))
+
+    result = plan(now=DUE, history=(), own_issuances=own)
+
+    assert (result.state, result.at, result.issuances) == (State.CAPPED, own[0] + HOUR, 6)
+
+
+def test_the_log_counts_when_it_knows_more_than_this_process() -> None:
+    """Other instances' issuances are in the log, not in this process's memory."""
+    logged = tuple(DUE - timedelta(minutes=m) for m in (50, 40, 30, 20, 10, 5))
+
+    result = plan(now=DUE, history=logged, own_issuances=logged[-2:])
+
+    assert result.state is State.CAPPED
+
+
 def test_the_cap_holds_even_for_a_forced_rotation() -> None:
     history = tuple(T0 - timedelta(minutes=m) for m in range(6))
 
@@ -419,7 +437,7 @@ def test_status_of_a_deleted_and_of_a_malformed_source() -> None:
 def test_an_absent_output_is_version_0_readable_and_not_foreign() -> None:
     view = OutputView()
 
-    assert (view.version, view.readable, view.foreign, view.trusted, view.issuances) == (
+    assert (view.version, view.readable, view.foreign, view.trusted, view.issuances(T0)) == (
         0,
         True,
         False,

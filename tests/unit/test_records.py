@@ -110,7 +110,9 @@ def test_record_keeps_the_announcement_and_adds_expiry_and_the_issuance() -> Non
     assert recorded["issued_at"] == "2026-11-29T12:00:00Z"
     assert recorded["expires_at"] == "2026-11-29T12:59:59Z"
     assert recorded[ISSUANCE_LOGGED_KEY] == token().fingerprint
-    assert SecretVersion({}, 1, recorded).issuances == (T0 + timedelta(minutes=1) + MAX_CLOCK_SKEW,)
+    assert SecretVersion({}, 1, recorded).issuances(T0) == (
+        T0 + timedelta(minutes=1) + MAX_CLOCK_SKEW,
+    )
     assert {key: recorded[key] for key in announced} == announced
 
 
@@ -127,7 +129,7 @@ def test_each_new_token_is_one_more_issuance() -> None:
 
     recorded = written(later, 2, previous=token()).custom_metadata
 
-    assert len(SecretVersion({}, 2, recorded).issuances or ()) == 2
+    assert len(SecretVersion({}, 2, recorded).issuances(T0 + timedelta(minutes=5)) or ()) == 2
 
 
 def test_metadata_knows_the_recorded_expiry_and_counts_by_log_or_history() -> None:
@@ -135,10 +137,10 @@ def test_metadata_knows_the_recorded_expiry_and_counts_by_log_or_history() -> No
     history = (T0 - timedelta(minutes=3), T0)
 
     assert OutputMetadata(1, recorded, history).expires_at == T0 + timedelta(seconds=3599)
-    assert OutputMetadata(1, recorded, history).issuances == (
+    assert OutputMetadata(1, recorded, history).issuances(T0) == (
         T0 + timedelta(minutes=1) + MAX_CLOCK_SKEW,
     )
-    assert OutputMetadata(1, {}, history).issuances == history
+    assert OutputMetadata(1, {}, history).issuances(T0) == history
     assert OutputMetadata(1, {"expires_at": "yesterday"}, ()).expires_at is None
 
 

@@ -466,7 +466,7 @@ def test_the_issuance_log_keeps_every_issuance_of_the_hour_a_little_late(
 ) -> None:
     moments = [LOG_START + timedelta(seconds=offset) for offset in sorted(offsets)]
 
-    times = issuance_log_times(_log_of(moments))
+    times = issuance_log_times(_log_of(moments), moments[-1])
 
     # Every issuance is there, never early (the cap errs strict) and under two minutes late
     # (the end of its minute, plus the clock skew allowed between rotators).
@@ -478,7 +478,7 @@ def test_the_issuance_log_keeps_every_issuance_of_the_hour_a_little_late(
 def test_the_issuance_log_forgets_what_is_over_an_hour_old() -> None:
     log = _log_of([LOG_START, LOG_START + timedelta(minutes=30), LOG_START + timedelta(minutes=62)])
 
-    times = issuance_log_times(log)
+    times = issuance_log_times(log, LOG_START + timedelta(minutes=62))
 
     assert times == (LOG_START + timedelta(minutes=32), LOG_START + timedelta(minutes=64))
 
@@ -488,7 +488,7 @@ def test_the_issuance_log_fits_vaults_value_limit_at_any_rate() -> None:
     log = _log_of([LOG_START + timedelta(seconds=second) for second in range(3600)])
 
     assert log is not None and len(log) <= 512
-    assert len(issuance_log_times(log) or ()) == 3600
+    assert len(issuance_log_times(log, LOG_START + timedelta(seconds=3599)) or ()) == 3600
 
 
 @pytest.mark.parametrize(
@@ -496,7 +496,7 @@ def test_the_issuance_log_fits_vaults_value_limit_at_any_rate() -> None:
     ["", "garbage", "29932560", "29932560 0:x", "29932560 64:1", "29932560 0:0", "-5 0:1", "1 2 3"],
 )
 def test_an_unreadable_issuance_log_is_none(log: str) -> None:
-    assert issuance_log_times(log) is None
+    assert issuance_log_times(log, LOG_START) is None
 
 
 # --- times from outside stay within a window no arithmetic can overflow -------------------------
