@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 MOUNT, PREFIX = "secret", "leanix/access-tokens"
 ROTATOR = TokenIdentity("approle", "rotator-entity", ("rotator",))
 ROOT_ROTATOR = TokenIdentity("token", "", ("root",))
+README = Path(__file__).resolve().parents[2] / "README.md"
 CLIENT_TOKEN = "hmac-sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 
@@ -664,3 +667,24 @@ def test_a_known_secret_in_a_field_is_redacted() -> None:
     for as_json in (True, False):
         text = render(run(entry(reader=leaked)), as_json=as_json)
         assert leaked not in text and "[REDACTED:" in text
+
+
+# --- the README -----------------------------------------------------------------------------------
+
+
+def _documented(opening: str) -> set[str]:
+    """The backticked words of the README paragraph that starts with `opening`."""
+    text = README.read_text()
+    start = text.index(opening)
+    paragraph = text[start + len(opening) : text.index("\n\n", start)]
+    return set(re.findall(r"`([a-z_]+)`", paragraph))
+
+
+def test_the_readme_lists_exactly_the_output_states() -> None:
+    assert _documented("An output's `state`") == {usage.value for usage in Usage}
+
+
+def test_the_readme_lists_exactly_the_kinds_of_unparsable_lines() -> None:
+    assert _documented("`unparsable_by_kind` counts") - {"time", "type", "auth"} == {
+        kind.value for kind in Unparsable
+    }
