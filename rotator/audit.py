@@ -123,8 +123,6 @@ class LogTally:
     def __init__(self, mount: str, output_prefix: str, own: Identity) -> None:
         self._data_prefix = f"{mount}/data/{output_prefix}/"
         self.own = own
-        self._own_entity = own.entity_id
-        self._own_name = own.display_name
         self._own_policies = tuple(sorted(own.policies))
         self.lines = 0
         self.entries = 0
@@ -170,7 +168,8 @@ class LogTally:
         if event.reader is None:
             return  # a write: the output exists
         if event.own:
-            output.rotator_reads += not event.denied
+            if not event.denied:
+                output.rotator_reads += 1
             return
         tally = output.readers.get(event.reader)
         if tally is None:
@@ -219,9 +218,11 @@ class LogTally:
 
     def _is_own(self, display_name: str, entity_id: str, policies: list[str]) -> bool:
         """rotator's token: its entity when it has one, else its display name and policies."""
-        if self._own_entity:
-            return entity_id == self._own_entity
-        return display_name == self._own_name and tuple(sorted(policies)) == self._own_policies
+        if self.own.entity_id:
+            return entity_id == self.own.entity_id
+        return (
+            display_name == self.own.display_name and tuple(sorted(policies)) == self._own_policies
+        )
 
 
 def _time(value: object) -> datetime:
