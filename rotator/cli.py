@@ -7,17 +7,19 @@ or refusing rotator's credentials.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
 import sys
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from rotator import __version__, report
+from rotator import __version__, audit, report
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.errors import ConfigError, VaultAuthError, VaultError
@@ -27,6 +29,7 @@ from rotator.replacement import ApiTokens
 from rotator.rotation import Rotator
 from rotator.service import build_api_tokens, build_rotator, run_service
 from rotator.sources import is_valid_name
+from rotator.vault import VaultStore
 
 logger = logging.getLogger("rotator")
 
@@ -82,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only prove every step would be allowed"
     )
     verbs.add_parser("validate-config", parents=[common], help="load and check the config file")
+    audit_verb = verbs.add_parser(
+        "audit", parents=[common], help="who reads the output secrets, from a Vault audit log"
+    )
+    audit_verb.add_argument(
+        "--log",
+        required=True,
+        metavar="PATH",
+        help="the file audit device's log (JSON lines; '-' reads stdin, *.gz is decompressed)",
+    )
+    audit_verb.add_argument("--json", action="store_true", help="machine-readable report")
+    audit_verb.add_argument(
+        "--unused-days",
+        type=int,
+        default=audit.DEFAULT_UNUSED_DAYS,
+        metavar="N",
+        help=f"unused: no consumer read in N days (default {audit.DEFAULT_UNUSED_DAYS})",
+    )
     demo = verbs.add_parser("demo", parents=[common], help="everything local, with live status")
     demo.add_argument(
         "--duration",
@@ -147,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    if args.verb == "audit":
+        return _audit(args, config)
     rotator = build_rotator(config)
     if args.verb == "run":
         return run_service(config, rotator)
@@ -226,6 +248,37 @@ def _each(rotator: Rotator, names: list[str], work: Callable[[str], _T]) -> list
     workers = max(1, min(rotator.config.exchange.max_workers, len(names)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verb") as pool:
         return list(pool.map(work, sorted(names)))
+
+
+def _audit(args: argparse.Namespace, config: Config) -> int:
+    """`rotator audit`: rotator's own identity and the sources from Vault, then the log,
+    streamed. Exit 1 when any output is unused; 2 when the log cannot be read, also halfway (a
+    verdict from part of a log could call a used token unused)."""
+    if args.unused_days < 1:
+        print("rotator audit: --unused-days must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    store = VaultStore.connect(config.vault, pool_size=1)
+    own = store.auth.token_identity()
+    sources = store.list_sources()
+    try:
+        with audit.open_log(args.log, sys.stdin.buffer) as stream:
+            result = audit.audit(
+                audit.read_lines(stream),
+                mount=config.vault.mount,
+                output_prefix=config.vault.output_prefix,
+                own=own,
+                sources=sources,
+                now=datetime.now(UTC),
+                unused_days=args.unused_days,
+            )
+    except (OSError, EOFError, zlib.error) as exc:
+        # Why, never a byte of the log (BadGzipFile's message quotes the file's first bytes).
+        gzip_error = isinstance(exc, gzip.BadGzipFile)
+        why = "not gzip-compressed" if gzip_error else getattr(exc, "strerror", None) or exc
+        print(f"rotator audit: cannot read {args.log}: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(audit.render(result, as_json=args.json))
+    return EXIT_FAILING if result.unused else EXIT_OK
 
 
 if __name__ == "__main__":

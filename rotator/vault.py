@@ -56,6 +56,17 @@ class TokenInfo:
     renewable: bool
 
 
+@dataclass(frozen=True)
+class TokenIdentity:
+    """Who rotator's own Vault token is, as the audit log names it: its display name, its
+    entity id ("" for a token without an entity, such as a root or dev token), its policies
+    (sorted)."""
+
+    display_name: str
+    entity_id: str
+    policies: tuple[str, ...]
+
+
 @contextmanager
 def _mapped(action: str, path: str) -> Iterator[None]:
     """Translate hvac and transport errors raised inside the block into rotator's error tree."""
@@ -179,6 +190,17 @@ class VaultAuth:
             ttl=float(data.get("ttl") or 0),
             creation_ttl=float(data.get("creation_ttl") or 0),
             renewable=bool(data.get("renewable")),
+        )
+
+    def token_identity(self) -> TokenIdentity:
+        """rotator's own token's identity (`GET auth/token/lookup-self`), to tell rotator's own
+        requests in an audit log from everyone else's. Raises like `token_info`."""
+        with _mapped("look up", "auth/token/lookup-self"):
+            data = self._client.auth.token.lookup_self()["data"]
+        return TokenIdentity(
+            display_name=str(data.get("display_name") or ""),
+            entity_id=str(data.get("entity_id") or ""),
+            policies=tuple(sorted(str(policy) for policy in data.get("policies") or ())),
         )
 
     def renew_token(self) -> float:

@@ -76,14 +76,32 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         process.wait(timeout=timeout)
 
 
-class DevVault:
-    """A running `bao server -dev`. Use as a context manager, or `start()` / `stop()`."""
+AUDIT_CONFIG = """\
+audit "file" "file" {{
+  description = "rotator dev server: every request and response, one JSON object per line"
+  options {{
+    file_path = {path}
+  }}
+}}
+"""
 
-    def __init__(self, port: int | None = None, root_token: str | None = None) -> None:
+
+class DevVault:
+    """A running `bao server -dev`. Use as a context manager, or `start()` / `stop()`.
+
+    With `audit_log`, the server also runs a `file` audit device writing to that path. Recent
+    OpenBao refuses `audit enable` over the API, so the device is declared in a config file
+    (`AUDIT_CONFIG`) that the dev server reads beside its dev-mode flags.
+    """
+
+    def __init__(
+        self, port: int | None = None, root_token: str | None = None, audit_log: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.root_token = root_token or "dev-root-" + secrets.token_hex(8)
         self.addr = f"http://127.0.0.1:{self.port}"
         self.unseal_key = ""
+        self.audit_log = audit_log
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="openbao-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log.name)
@@ -98,6 +116,10 @@ class DevVault:
             f"-dev-listen-address=127.0.0.1:{self.port}",
             "-dev-no-store-token",
         ]
+        if self.audit_log is not None:
+            config = self.log_path.with_suffix(".hcl")
+            config.write_text(AUDIT_CONFIG.format(path=json.dumps(str(self.audit_log))))
+            command.append(f"-config={config}")
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
             command,
             stdin=subprocess.DEVNULL,
