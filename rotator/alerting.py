@@ -13,10 +13,12 @@ it is still there) and then repeats on the normal interval: never a burst.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from rotator.inventory import Inventory, Standing
 from rotator.outcome import ApiTokenOutcome, FailureKind, Outcome, Reason, Replacement, State
 from rotator.tokens import format_time
 
@@ -325,7 +327,33 @@ def promotion_over(promoted_at: datetime | None, healthy: bool, now: datetime) -
     return promoted_at is not None and healthy and now - promoted_at >= PROMOTED_RESOLVES_AFTER
 
 
-def technical_user_observation(name: str, missing: bool) -> Observation:
-    """`technical_user_missing` for a source whose technical_user_id MTM was asked about."""
-    text = f"{name}: MTM no longer knows the technical user of this source's API token"
-    return Observation(Kind.TECHNICAL_USER_MISSING, name, missing, Severity.CRITICAL, text)
+def inventory_observations(
+    inventory: Inventory, unmanaged_before: Mapping[str, str]
+) -> list[Observation]:
+    """`technical_user_missing` per source and `unmanaged_technical_user` per technical user from
+    one survey. `unmanaged_before` maps the users alerted before to the admin source that listed
+    them: one absent now (managed since, or deleted) is resolved, unless that admin's workspace
+    could not be listed this time."""
+    found: list[Observation] = []
+    unreachable = {workspace.admin for workspace in inventory.unreachable}
+    for entry in inventory.entries:
+        if entry.standing is Standing.UNMANAGED:
+            text = (
+                f"technical user {entry.user_name or entry.user_id!r} ({entry.role or 'no role'}) "
+                f"in workspace {entry.workspace!r} has an API token no source in Vault holds: "
+                "retire it if nobody uses it"
+            )
+            found.append(Observation(Kind.UNMANAGED_TECHNICAL_USER, entry.key, True, summary=text))
+        elif entry.source is not None:
+            missing = entry.standing is Standing.MISSING
+            text = f"{entry.source}: MTM no longer knows the technical user of this API token"
+            found.append(
+                Observation(
+                    Kind.TECHNICAL_USER_MISSING, entry.source, missing, Severity.CRITICAL, text
+                )
+            )
+    still = {entry.key for entry in inventory.of(Standing.UNMANAGED)}
+    for key, admin in sorted(unmanaged_before.items()):
+        if key not in still and admin not in unreachable:
+            found.append(Observation(Kind.UNMANAGED_TECHNICAL_USER, key, False))
+    return found

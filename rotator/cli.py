@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from rotator import __version__, audit, report
+from rotator import __version__, audit, inventory, report
 from rotator import config as config_module
 from rotator.config import Config
 from rotator.errors import ConfigError, VaultAuthError, VaultError
@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         "plan", parents=[common], help="read-only: every token's next action, when and why"
     )
     plan.add_argument("--json", action="store_true", help="machine-readable report")
+    inventory_verb = verbs.add_parser(
+        "inventory",
+        parents=[common],
+        help="technical users at MTM against the sources in Vault: managed, unmanaged, missing",
+    )
+    inventory_verb.add_argument("--json", action="store_true", help="machine-readable report")
     replace = verbs.add_parser(
         "replace-api-token",
         parents=[common],
@@ -176,6 +182,10 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     try:
         if args.verb == "plan":
             return _plan(rotator, keeper, args.json)
+        if args.verb == "inventory":
+            found = keeper.survey(rotator.discover(), exchange=True)
+            sys.stdout.write(inventory.render(found, datetime.now(UTC), as_json=args.json))
+            return EXIT_OK if found.healthy else EXIT_FAILING
         if args.verb == "replace-api-token":
             return _replace(keeper, args.names, dry_run=args.dry_run)
         return _report(args, rotator, keeper)
@@ -188,7 +198,9 @@ def _report(args: argparse.Namespace, rotator: Rotator, keeper: ApiTokens) -> in
     """`check`, `status` and `rotate`: one row per token."""
     lifecycles: list[ApiTokenOutcome | None] | None = None
     if args.verb == "check":
-        pairs = _each(rotator, rotator.discover(), keeper.pass_over)
+        names = rotator.discover()
+        keeper.record_expiries(keeper.survey(names))  # the daemon's lookup, once
+        pairs = _each(rotator, names, keeper.pass_over)
         outcomes = [outcome for outcome, _ in pairs]
         lifecycles = [lifecycle for _, lifecycle in pairs]
     elif args.verb == "status":

@@ -39,7 +39,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rotator import policy
-from rotator.errors import ConfigError, FailureKind, MtmError, VaultAuthError, VaultError
+from rotator.errors import ConfigError, FailureKind, VaultAuthError, VaultError
 from rotator.monitor import Monitor
 from rotator.outcome import ApiTokenOutcome, Outcome, Reason, State
 from rotator.plan import Look, plan_check
@@ -254,20 +254,17 @@ class Daemon:
             self.monitor.record_api_token(lifecycle)
 
     def _look_up(self) -> None:
-        """Every source's technical user at MTM: its API token's expiry, whether it exists."""
+        """Every managed technical user at MTM, one listing per workspace: API-token expiries
+        into the sources, `technical_user_missing` and `unmanaged_technical_user`."""
         keeper = self.api_tokens
         if keeper is None:
             return
-        for name in sorted(self.names):
-            try:
-                found = keeper.look_up(name)
-            except (VaultError, MtmError) as exc:
-                logger.warning("token %s: looking up its technical user failed: %s", name, exc)
-                continue
-            if found is not None:
-                self.monitor.technical_user(
-                    name, missing=found.missing, expires_at=found.expires_at
-                )
+        inventory = keeper.survey(sorted(self.names))
+        try:
+            keeper.record_expiries(inventory)
+        except VaultError as exc:
+            logger.warning("recording API-token expiries failed: %s", exc)
+        self.monitor.inventory(inventory)
 
     def _discover(self) -> None:
         try:

@@ -24,6 +24,7 @@ from rotator.alerting import (
     token_observations,
 )
 from rotator.config import Config
+from rotator.inventory import Inventory, Standing
 from rotator.lifecycle import Verdict
 from rotator.metrics import RotatorMetrics
 from rotator.notify import Notifier
@@ -61,6 +62,8 @@ class Monitor:
         self.book = AlertBook(timedelta(seconds=config.alerts.repeat_interval_seconds))
         self._clock = clock
         self._known: dict[str, _Known] = {}
+        # The technical users unmanaged_technical_user fires for, by the admin that listed them.
+        self._unmanaged: dict[str, str] = {}
         self._vault_failures = 0
         self._lock = threading.Lock()
         if metrics is not None:
@@ -113,17 +116,31 @@ class Monitor:
                 )
         self._apply(alerting.api_token_observations(outcome), now)
 
-    def technical_user(self, name: str, *, missing: bool, expires_at: datetime | None) -> None:
-        """After MTM was asked about a source's technical user: whether it still exists, and
-        its API token's expiry there."""
+    def inventory(self, inventory: Inventory) -> None:
+        """After a survey of the technical users at MTM: their API tokens' expiries, the
+        sources whose user is gone, the users no source holds."""
         now = self._clock()
-        if expires_at is not None:
+        for entry in inventory.of(Standing.MANAGED):
+            if entry.source is None or entry.expires_at is None:
+                continue
             with self._lock:
-                self._known.setdefault(name, _Known()).api_token_expires_at = expires_at
+                self._known.setdefault(
+                    entry.source, _Known()
+                ).api_token_expires_at = entry.expires_at
             if self.metrics is not None:
-                self.metrics.api_token_expires.labels(name).set(expires_at.timestamp())
-        observations = [alerting.technical_user_observation(name, missing)]
-        self._apply(observations + self._expiry(name, now), now)
+                self.metrics.api_token_expires.labels(entry.source).set(
+                    entry.expires_at.timestamp()
+                )
+        with self._lock:
+            before = dict(self._unmanaged)
+        observations = alerting.inventory_observations(inventory, before)
+        with self._lock:
+            for entry in inventory.of(Standing.UNMANAGED):
+                self._unmanaged[entry.key] = entry.admin
+            for seen in observations:
+                if seen.kind is Kind.UNMANAGED_TECHNICAL_USER and not seen.active:
+                    self._unmanaged.pop(str(seen.token), None)
+        self._apply(observations, now)
 
     def record_exchange(self, name: str, result: str, seconds: float) -> None:
         """After one request to the IdP (the Rotator's `on_exchange` hook)."""

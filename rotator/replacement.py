@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from rotator.errors import (
@@ -30,10 +30,10 @@ from rotator.errors import (
     MtmRefused,
     RotatorError,
     SourceError,
-    TechnicalUserMissing,
     VaultConflict,
     VaultError,
 )
+from rotator.inventory import Inventory, ManagedSource, Standing, Workspace, compare
 from rotator.lifecycle import (
     UNPROVEN,
     WHY_TEXT,
@@ -58,13 +58,14 @@ from rotator.records import SecretVersion
 from rotator.redact import SECRETS
 from rotator.rotation import Rotator, release_claim, take_claim
 from rotator.sources import Source, is_valid_name
-from rotator.tokens import format_time
+from rotator.tokens import AccessToken, format_time
 from rotator.vault import VaultStore
 
 logger = logging.getLogger(__name__)
 
 MAX_STEPS = 8  # steps of one pass; each changes what the next plan sees
 STORE_RETRY = timedelta(seconds=5)  # a new API token Vault did not take: try again this soon
+FAILED_RETRY = timedelta(minutes=5)  # a lifecycle pass Vault or MTM cut short: look again then
 ADMIN_ROLE = "ADMIN"
 
 
@@ -76,15 +77,6 @@ def rules_of(config_days_every: float, config_days_before: float) -> LifecycleRu
             timedelta(days=config_days_before) if config_days_before > 0 else None
         ),
     )
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """What MTM said of a source's technical user."""
-
-    name: str
-    missing: bool
-    expires_at: datetime | None
 
 
 _PLANNED = {
@@ -143,7 +135,7 @@ class ApiTokens:
                     Replacement.PENDING if held else Replacement.FAILED,
                     Step.NONE,
                     Why.HELD if held else Why.NOTHING,
-                    self._clock() + STORE_RETRY,
+                    self._clock() + (STORE_RETRY if held else FAILED_RETRY),
                     str(exc),
                     rotation=outcome,
                 )
@@ -191,10 +183,13 @@ class ApiTokens:
                 result = Replacement.PROMOTED
                 outcome = self.rotator.rotate_one(name)
             elif plan.step is Step.REPLACE:
-                failure = self._replace(name, facts)
+                done, failure = self._replace(name, facts)
                 requested = False  # asked for once; the rest of the pass rolls it forward
                 if failure is not None:
                     result, error = Replacement.FAILED, failure
+                elif not done:  # another instance holds the token, or replaced it since
+                    later = self._clock() + self.rotator.rules.claim_lease
+                    return self._outcome(facts, result, replace(plan, at=later), error, rotation)
                 else:
                     result = Replacement.REPLACED
                     outcome = self.rotator.rotate_one(name)
@@ -258,22 +253,23 @@ class ApiTokens:
 
     # --- the steps ----------------------------------------------------------------------------
 
-    def _replace(self, name: str, facts: ApiTokenFacts) -> str | None:
-        """Steps 1-3 under this instance's claim. Returns what went wrong, or None."""
+    def _replace(self, name: str, facts: ApiTokenFacts) -> tuple[bool, str | None]:
+        """Steps 1-3 under this instance's claim. Returns whether this instance replaced the
+        token, and what went wrong (None: nothing)."""
         rotator = self.rotator
         now = self._clock()
         claim = take_claim(self._store, name, rotator.instance_id, now, rotator.rules.claim_lease)
         if claim is None:
             logger.info("token %s: another rotator holds the token; replacing later", name)
-            return None
+            return False, None
         try:
             secret = self._store.read_source(name)
             source = self._parse(name, secret)
             if secret is None or source is None:
-                return f"{name}: the source secret vanished or is malformed"
+                return False, f"{name}: the source secret vanished or is malformed"
             fresh = replace(facts, source=source, metadata=secret.custom_metadata, now=now)
             if plan_api_token(fresh, self.rules).step is not Step.REPLACE:
-                return None  # another instance did it since, or started one
+                return False, None  # another instance did it since, or started one
             assert source.mtm_base is not None and source.technical_user_id is not None
             bearer = self._bearer(source)
             recorded = intent_metadata(secret.custom_metadata, now, source.api_token)
@@ -287,14 +283,14 @@ class ApiTokens:
                 if exc.definite:  # MTM refused: the old token is untouched
                     self._store.write_source_metadata(name, cleared_metadata(recorded))
                 logger.error("token %s: replacing the API token failed: %s", name, exc)
-                return str(exc)
+                return False, str(exc)
             assert user.api_token is not None  # the MTM client refuses an answer without one
             SECRETS.register(user.api_token)
             rotator.memory.hold_api_token(
                 name, HeldApiToken(user.api_token, user.expires_at, secret.version)
             )
             self._store_held(name, replace(secret, custom_metadata=recorded))
-            return None
+            return True, None
         finally:
             # The output was not written under this claim: 0 has the next claimer read it again.
             release_claim(self._store, name, rotator.instance_id, claim, 0)
@@ -369,17 +365,26 @@ class ApiTokens:
     # --- helpers ------------------------------------------------------------------------------
 
     def _bearer(self, source: Source) -> str:
-        """The admin source's access token, as rotator keeps it fresh in its output."""
-        admin = source.admin
+        """The access token of `source`'s admin source, as rotator keeps it fresh."""
+        admin = self._source(source.admin)
+        if admin is None:
+            raise MtmRefused(f"{source.name}: admin source {source.admin!r} is missing", 401)
+        return self._admin_token(admin, exchange=False).access_token
+
+    def _admin_token(self, admin: Source, exchange: bool) -> AccessToken:
+        """`admin`'s access token: held in memory or stored in its output while valid; with
+        `exchange`, else a new one from the IdP (not stored)."""
         now = self._clock()
-        token = self.rotator.memory.held(admin, now)
+        token = self.rotator.memory.held(admin.name, now)
         if token is None:
-            token = OutputView.of(self._store.read_output(admin)).trusted
-        if token is None or token.expires_at <= now:
-            raise MtmRefused(
-                f"{source.name}: no valid access token for admin source {admin!r}", 401
-            )
-        return token.access_token
+            token = OutputView.of(self._store.read_output(admin.name)).trusted
+        if token is not None and token.expires_at > now:
+            return token
+        if not exchange:
+            raise MtmRefused(f"no valid access token for admin source {admin.name!r}", 401)
+        token = self.rotator.exchanger.exchange(admin)
+        SECRETS.register_until(token.access_token, token.expires_at)
+        return token
 
     def _parse(self, name: str, secret: SecretVersion | None) -> Source | None:
         if secret is None:
@@ -410,32 +415,61 @@ class ApiTokens:
 
     # --- looking technical users up ------------------------------------------------------------
 
-    def look_up(self, name: str) -> Lookup | None:
-        """Read `name`'s technical user at MTM (through its admin source's access token) and keep
-        the source's `api_token_expires_at` current. None when the source names no technical
-        user at a LeanIX MTM. Raises MtmError/VaultError when MTM or Vault cannot be asked."""
+    def survey(self, names: list[str], *, exchange: bool = False) -> Inventory:
+        """Every technical user of every workspace reachable through an admin source, against
+        the sources among `names` that name one (`inventory.compare`): one paged listing per
+        workspace (`GET /technicalusers`). With `exchange`, an admin source without a valid
+        access token in Vault is exchanged for one (`rotator inventory` without a daemon)."""
+        managed: list[ManagedSource] = []
+        parsed: dict[str, Source] = {}
+        for name in names:
+            source = self._source(name)
+            if source is None:
+                continue
+            parsed[name] = source
+            if source.technical_user_id is not None and source.mtm_base is not None:
+                managed.append(ManagedSource(name, source.technical_user_id, source.admin))
+        workspaces = [
+            self._workspace(admin, parsed.get(admin) or self._source(admin), exchange)
+            for admin in sorted({source.admin for source in managed})
+        ]
+        return compare(workspaces, managed)
+
+    def record_expiries(self, inventory: Inventory) -> None:
+        """Keep each managed source's `api_token_expires_at` as MTM has it: a new source version
+        where it changed (never during a replacement: MTM's expiry is then the new token's,
+        which the replacement writes beside that token)."""
+        for entry in inventory.of(Standing.MANAGED):
+            if entry.source is None or entry.expires_at is None:
+                continue
+            with self.rotator.memory.lock(entry.source):
+                secret = self._store.read_source(entry.source)
+                source = self._parse(entry.source, secret)
+                if secret is None or source is None or read_intent(secret.custom_metadata):
+                    continue
+                if _changed(entry.expires_at, source):
+                    self._record_expiry(entry.source, secret, entry.expires_at)
+
+    def _workspace(self, admin: str, source: Source | None, exchange: bool) -> Workspace:
+        """The technical users `admin`'s access token can list, or why they cannot be."""
+        if source is None or source.mtm_base is None:
+            why = "missing or malformed" if source is None else "not a LeanIX MTM token URL"
+            return Workspace(admin, None, admin, error=f"admin source {admin!r}: {why}")
+        try:
+            token = self._admin_token(source, exchange)
+            users = self.mtm.technical_users(source.mtm_base, token.access_token, name=admin)
+        except (RotatorError, VaultError) as exc:
+            logger.warning("technical users through admin source %s: %s", admin, exc)
+            return Workspace(admin, None, admin, error=str(exc))
+        principal = token.principal
+        return Workspace(
+            principal.workspace_id or admin, principal.workspace_name, admin, tuple(users)
+        )
+
+    def _source(self, name: str) -> Source | None:
         if not is_valid_name(name):
             return None
-        with self.rotator.memory.lock(name):
-            secret = self.rotator.memory.source(name) or self._store.read_source(name)
-            source = self._parse(name, secret)
-            if source is None or source.technical_user_id is None or source.mtm_base is None:
-                return None
-            assert secret is not None
-            bearer = self._bearer(source)
-            try:
-                user = self.mtm.technical_user(
-                    source.mtm_base, bearer, source.technical_user_id, name=name
-                )
-            except TechnicalUserMissing:
-                logger.error("token %s: MTM does not know technical user of the source", name)
-                return Lookup(name, missing=True, expires_at=None)
-            in_flight = read_intent(secret.custom_metadata) is not None
-            if user.expires_at is not None and _changed(user.expires_at, source) and not in_flight:
-                # (While a replacement is recorded, MTM's expiry is the new token's: the
-                # replacement writes it beside that token.)
-                self._record_expiry(name, secret, user.expires_at)
-            return Lookup(name, missing=False, expires_at=user.expires_at)
+        return self._parse(name, self.rotator.memory.source(name) or self._store.read_source(name))
 
     def _record_expiry(self, name: str, secret: SecretVersion, expires_at: datetime) -> None:
         """Write MTM's expiry into the source (a new version, check-and-set); a source rotator

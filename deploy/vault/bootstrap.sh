@@ -18,6 +18,9 @@
 #                  new role: from anywhere)
 #   TOKEN_BOUND_CIDRS      comma-separated CIDRs rotator's Vault tokens may be used from;
 #                  unset: left as the role has it (none on a new role)
+#   LIFECYCLE      1: also apply rotator-lifecycle-policy.hcl (write access to the source
+#                  prefix, for the API tokens rotator replaces at LeanIX MTM; narrow its paths
+#                  to those tokens first). Unset: rotator stays read-only on the sources.
 # Set the two CIDR lists where the ops hosts' addresses are known: a secret-id or token copied
 # off the host is then useless elsewhere.
 set -euo pipefail
@@ -38,11 +41,16 @@ if [[ "$auths" != *'"approle/"'* ]]; then
 fi
 "$cli" policy write rotator "$here/rotator-policy.hcl"
 "$cli" policy write leanix-consumer "$here/consumer-policy.hcl"
+policies=rotator
+if [ "${LIFECYCLE:-}" = 1 ]; then
+  "$cli" policy write rotator-lifecycle "$here/rotator-lifecycle-policy.hcl"
+  policies=rotator,rotator-lifecycle
+fi
 bounds=()
 [ -z "${SECRET_ID_BOUND_CIDRS:-}" ] || bounds+=("secret_id_bound_cidrs=$SECRET_ID_BOUND_CIDRS")
 [ -z "${TOKEN_BOUND_CIDRS:-}" ] || bounds+=("token_bound_cidrs=$TOKEN_BOUND_CIDRS")
 "$cli" write auth/approle/role/rotator \
-  token_policies=rotator \
+  token_policies="$policies" \
   token_ttl="${TOKEN_TTL:-1h}" \
   token_max_ttl="${TOKEN_MAX_TTL:-24h}" \
   secret_id_ttl="${SECRET_ID_TTL:-720h}" \

@@ -35,6 +35,11 @@ path "secret/detailed-metadata/leanix/access-tokens/*" {
   capabilities = ["list"]
 }
 
+# `rotator replace-api-token --dry-run` asks which of the paths above it may write.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+
 # rotator's own token: look it up (health probe, TTL) and renew it.
 path "auth/token/lookup-self" {
   capabilities = ["read"]

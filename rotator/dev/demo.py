@@ -1,9 +1,10 @@
 """`rotator demo`: the whole system on one laptop, nothing to configure.
 
-Starts an OpenBao dev server and the LeanIX stand-in on free loopback ports, seeds three API
-tokens (one of them revoked at the stand-in), runs the daemon with 30-second access tokens so
-refreshes are visible within a minute, and redraws a status table until Ctrl-C (or `--duration`).
-Everything it started is stopped on the way out.
+Starts an OpenBao dev server and the LeanIX stand-in on free loopback ports, seeds four API
+tokens (one of them revoked at the stand-in, one a technical user's whose API token comes due for
+replacement a few seconds in and is replaced at the stand-in's MTM), runs the daemon with
+30-second access tokens so refreshes are visible within a minute, and redraws a status table
+until Ctrl-C (or `--duration`). Everything it started is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rotator import config as config_module
 from rotator import report
@@ -24,12 +25,15 @@ from rotator.dev.standin import LeanIXStandIn
 from rotator.outcome import State
 from rotator.redact import install_filter
 from rotator.service import build_rotator, run_service
+from rotator.tokens import format_time
 
 logger = logging.getLogger(__name__)
 
 DEMO_LIFETIME_SECONDS = 30
 SOURCE_PREFIX = "leanix/api-tokens"
 OUTPUT_PREFIX = "leanix/access-tokens"
+MANAGED = "acme/integration"  # a technical user whose API token rotator replaces at MTM
+REPLACED_AFTER_SECONDS = 12
 TOKENS = {
     # name in Vault: (workspace, revoked at the stand-in?)
     "acme/production": ("acme-prod", False),
@@ -81,6 +85,7 @@ def run_demo(duration: float | None = None) -> int:
                 # cap them after a few minutes.
                 "alerts": {"max_issuances_per_hour": 200},
                 "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+                "api_tokens": {"lookup_interval_seconds": 10},
             },
             {"VAULT_TOKEN": vault.root_token},
         )
@@ -92,6 +97,18 @@ def run_demo(duration: float | None = None) -> int:
                 standin.revoke(api_token)
             source = {"api_token": api_token, "token_url": standin.token_url}
             rotator.store.write_source(name, source)
+        # One technical user whose API token comes due for replacement a few seconds in: its
+        # expiry lies just past the 14-day margin of api_tokens.replace_before_expiry_days.
+        expiry = datetime.now(UTC) + timedelta(days=14, seconds=REPLACED_AFTER_SECONDS)
+        api_token = "demo-" + secrets.token_urlsafe(24)
+        user_id = standin.add_token(api_token, workspace_name="acme-integration", expiry=expiry)
+        managed = {
+            "api_token": api_token,
+            "token_url": standin.token_url,
+            "technical_user_id": user_id,
+            "api_token_expires_at": format_time(expiry),
+        }
+        rotator.store.write_source(MANAGED, managed)
 
         print(_banner(vault, standin.token_url, metrics_port), flush=True)
         stop = threading.Event()
@@ -104,14 +121,16 @@ def run_demo(duration: float | None = None) -> int:
             config,
             rotator,
             stop,
-            on_idle=lambda daemon: _draw(daemon, recent, interactive, standin),
+            on_idle=lambda daemon: _draw(daemon, recent, interactive, standin, user_id),
             idle_seconds=2.0,
         )
         print("demo stopped; OpenBao and the stand-in are shut down.")
         return code
 
 
-def _draw(daemon: Daemon, recent: _RecentLog, interactive: bool, standin: LeanIXStandIn) -> None:
+def _draw(
+    daemon: Daemon, recent: _RecentLog, interactive: bool, standin: LeanIXStandIn, user_id: str
+) -> None:
     rotator = daemon.rotator
     names = sorted(daemon.names)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -123,7 +142,11 @@ def _draw(daemon: Daemon, recent: _RecentLog, interactive: bool, standin: LeanIX
     if interactive:
         sys.stdout.write("\x1b[H\x1b[J")
     now = datetime.now(UTC).strftime("%H:%M:%S")
-    print(f"rotator demo - {now} UTC - {standin.requests_total} requests at the stand-in")
+    replaced = standin.replacements(user_id)
+    print(
+        f"rotator demo - {now} UTC - {standin.requests_total} requests at the stand-in - "
+        f"{MANAGED}'s API token replaced {replaced}x at MTM"
+    )
     counts = rotator.issuance_counts(outcomes)
     sys.stdout.write(report.render(outcomes, counts, datetime.now(UTC), as_json=False))
     if interactive:

@@ -41,6 +41,13 @@ class Rig:
     api_tokens: dict[str, str] = field(default_factory=dict, repr=False)
     outputs_seen: list[str] = field(default_factory=list, repr=False)
     user_ids: dict[str, str] = field(default_factory=dict)
+    workspaces: dict[str, str] = field(default_factory=dict)
+
+    def workspace(self, name: str) -> str:
+        """The id of the stand-in's workspace `name`, made on first use."""
+        if name not in self.workspaces:
+            self.workspaces[name] = self.idp.add_workspace(name)
+        return self.workspaces[name]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
@@ -91,7 +98,7 @@ class Rig:
         self.api_tokens[name] = api_token
         user_id = self.idp.add_token(
             api_token,
-            workspace_name=workspace,
+            workspace_id=self.workspace(workspace),
             role=role,
             expiry=datetime.now(UTC) + expires_in,
         )

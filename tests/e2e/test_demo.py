@@ -15,7 +15,7 @@ def _bao_servers_on(port: str) -> str:
     return result.stdout.strip()
 
 
-def test_demo_refreshes_tokens_shows_the_revoked_one_and_cleans_up() -> None:
+def test_demo_refreshes_tokens_replaces_an_api_token_shows_the_revoked_one_and_cleans_up() -> None:
     # 30 s tokens refresh after ~24 s: a 35 s run shows each healthy token issued twice.
     result = subprocess.run(
         [str(ROTATOR), "demo", "--duration", "35"],
@@ -32,6 +32,9 @@ def test_demo_refreshes_tokens_shows_the_revoked_one_and_cleans_up() -> None:
     assert rows["acme/production"][4] == "2", last_table  # ISSUED/1H: refreshed once
     assert rows["acme/sandbox"][4] == "2", last_table
     assert rows["legacy/old-integration"][1] == "failing"
+    # The technical user's API token came due a few seconds in and was replaced at MTM once.
+    assert "acme/integration's API token replaced 1x at MTM" in last_table.splitlines()[0]
+    assert rows["acme/integration"][1] == "fresh"
     assert "demo stopped" in result.stdout
     port = re.search(r"OpenBao dev server: http://127\.0\.0\.1:(\d+)", result.stdout)
     assert port, result.stdout[:500]

@@ -247,3 +247,74 @@ def _outputs(root: hvac.Client) -> int:
     except hvac.exceptions.InvalidPath:
         return 0
     return len(listing["data"]["keys"])
+
+
+def test_replacing_an_api_token_needs_the_lifecycle_policy_and_works_with_it(
+    bootstrapped: tuple[DevVault, Path], tmp_path: Path
+) -> None:
+    """The default policy keeps rotator read-only on the sources (a dry run says what is
+    missing); bootstrap.sh with LIFECYCLE=1 grants what a replacement writes."""
+    vault, credentials = bootstrapped
+    with LeanIXStandIn() as idp:
+        api_token = "api-" + secrets.token_urlsafe(24)
+        user = idp.add_token(api_token, role="ADMIN")
+        root = hvac.Client(url=vault.addr, token=vault.root_token, timeout=10)
+        root.secrets.kv.v2.create_or_update_secret(
+            f"{SOURCES}/acme/prod",
+            secret={"api_token": api_token, "token_url": idp.token_url, "technical_user_id": user},
+            mount_point="secret",
+        )
+        config = tmp_path / "rotator.toml"
+        config.write_text(
+            _toml(
+                {
+                    "vault": {"addr": vault.addr},
+                    "vault.auth": {
+                        "method": "approle",
+                        "role_id_file": str(credentials / "role-id"),
+                        "secret_id_file": str(credentials / "secret-id"),
+                    },
+                    "exchange": {
+                        "allowed_hosts": ["127.0.0.1"],
+                        "insecure_http_hosts": ["127.0.0.1"],
+                    },
+                    "metrics": {"listen": ""},
+                }
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+
+        def rotator(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(ROTATOR), *args, "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        read_only = rotator("replace-api-token", "acme/prod", "--dry-run")
+        assert read_only.returncode == 1
+        (line,) = [row for row in read_only.stdout.splitlines() if "Vault grants update" in row]
+        assert "FAILED" in line and "rotator-lifecycle-policy.hcl" in line
+
+        granted = subprocess.run(
+            [str(BOOTSTRAP)],
+            env=bootstrap_env(vault, credentials, token_ttl="1h", token_max_ttl="24h")
+            | {"LIFECYCLE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert granted.returncode == 0, granted.stderr
+        assert rotator("replace-api-token", "acme/prod", "--dry-run").returncode == 0
+        replaced = rotator("replace-api-token", "acme/prod")
+
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        data = root.secrets.kv.v2.read_secret_version(
+            f"{SOURCES}/acme/prod", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        assert idp.accepts(data["api_token"]) and not idp.accepts(api_token)
+        root.adapter.close()

@@ -124,13 +124,14 @@ def test_each_new_token_is_logged_once_as_an_issuance(vault_space: VaultSpace) -
     # The last token written back (after someone overwrote it, say) is no new issuance.
     write_output(store, "alpha", token, store.read_output("alpha"))
 
-    issuances = store.output_issuances("alpha")
+    read_at = NOW + timedelta(minutes=3)
+    issuances = store.output_issuances("alpha", read_at)
     current = store.read_output("alpha")
 
     # Logged per minute, each at the end of its minute plus the clock skew allowed.
     assert issuances == tuple(NOW + timedelta(minutes=minute + 2) for minute in range(3))
-    assert current is not None and current.issuances == issuances
-    assert store.output_issuances("never-written") == ()
+    assert current is not None and current.issuances(read_at) == issuances
+    assert store.output_issuances("never-written", read_at) == ()
 
 
 def test_two_tokens_issued_in_the_same_second_are_two_issuances(vault_space: VaultSpace) -> None:
@@ -138,7 +139,7 @@ def test_two_tokens_issued_in_the_same_second_are_two_issuances(vault_space: Vau
     write_output(store, "alpha", _token("first.token.value"), None)
     write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"))
 
-    assert len(store.output_issuances("alpha")) == 2
+    assert len(store.output_issuances("alpha", NOW)) == 2
 
 
 def test_an_output_without_an_issuance_log_counts_its_versions(vault_space: VaultSpace) -> None:
@@ -152,8 +153,8 @@ def test_an_output_without_an_issuance_log_counts_its_versions(vault_space: Vaul
 
     current = store.read_output("alpha")
 
-    assert current is not None and current.issuances is None
-    assert len(store.output_issuances("alpha")) == 2
+    assert current is not None and current.issuances(NOW) is None
+    assert len(store.output_issuances("alpha", NOW)) == 2
 
 
 def test_an_output_rotator_wrote_is_recognised_as_its_own(vault_space: VaultSpace) -> None:
