@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -483,8 +484,11 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
     rig.idp.lifetime_seconds = 10
     tag = _tag()
     fine, revoked, forged = f"{tag}/fine", f"{tag}/revoked", f"{tag}/forged"
-    padded = f"{tag}/padded"
+    padded, replaced = f"{tag}/padded", f"{tag}/replaced"
     rig.add_token(fine)
+    # A technical user's API token due for replacement: its old and new API tokens are scanned
+    # for in every channel too.
+    user = rig.add_managed_token(replaced, expires_in=timedelta(days=13))
     rig.add_token(revoked, revoked=True)
     rig.add_token(forged)
     _add_padded_token_an_idp_echoes(rig, padded)
@@ -520,6 +524,15 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
             10,
             "the alert at Alertmanager",
         )
+        wait_for(alive(process, lambda: rig.idp.replacements(user) == 1), 20, "a replacement")
+        wait_for(
+            alive(
+                process,
+                lambda: rig.output(replaced) and rig.output(replaced)["source_version"] == 2,
+            ),
+            20,
+            "the new API token in use",
+        )
         page = _get(f"{metrics}/metrics")[1]
         alerts_text = json.dumps(alertmanager.alerts(active=False))
         for name in (fine, forged):
@@ -541,7 +554,8 @@ def test_no_secret_reaches_a_webhook_sentry_alertmanager_metrics_or_the_log(
     assert "stored access token" in channels["log"] and "received SIGTERM" in channels["log"]
     assert f"token {padded}: exchange failed" in channels["log"]
     values = [*rig.secrets(), rig.space.vault.root_token]
-    assert len(values) >= 3 + 2 + 1  # three API tokens, two outputs at least, the root token
+    assert rig.idp.current_api_token(user) in values  # the replaced one's new API token
+    assert len(values) >= 5 + 1 + 2 + 1  # five API tokens, the new one, two outputs, the root
 
     leaks = [
         f"{channel} carries secret {fingerprint(value)}"
