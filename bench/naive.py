@@ -3,7 +3,8 @@ the exchange, with a new connection for every request.
 
 Per token: a fresh hvac client reads the source secret, `requests.post` (no Session, so a new
 TCP connection) exchanges the API token, and the same client writes the output secret. Prints one
-JSON line with its own timings; run by `bench/run.py` as a subprocess, like the rotator command.
+JSON line with its own timings (the loop's wall clock and CPU); run by `bench/run.py` as a
+subprocess, like the rotator command, which measures the whole process's CPU the same way.
 
     VAULT_TOKEN=... python bench/naive.py --vault-addr URL --source-prefix P --output-prefix Q
 """
@@ -64,6 +65,7 @@ def main() -> int:
     parser.add_argument("--output-prefix", required=True)
     args = parser.parse_args()
     imported = time.perf_counter()
+    cpu_before = time.process_time()
     count = rotate_all(
         args.vault_addr,
         os.environ["VAULT_TOKEN"],
@@ -74,7 +76,12 @@ def main() -> int:
     done = time.perf_counter()
     print(
         json.dumps(
-            {"tokens": count, "import_seconds": imported - STARTED, "loop_seconds": done - imported}
+            {
+                "tokens": count,
+                "import_seconds": imported - STARTED,
+                "loop_seconds": done - imported,
+                "loop_cpu_seconds": time.process_time() - cpu_before,
+            }
         )
     )
     return 0
