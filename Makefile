@@ -36,11 +36,12 @@ e2e: tools $(STAMP)
 	$(BIN)/pytest tests/e2e -q
 
 # Everything CI checks: the tools first (a missing one stops the run in seconds), then lint and
-# types, then every test layer; the unit layer must cover every branch of the plans (plan.py,
-# lifecycle.py).
+# types, then every test layer; the unit layer must cover every branch of the pure decisions
+# (plan.py, lifecycle.py, peers.py, records.py).
 # Prerequisites run in the order written.
+PURE := --cov=rotator.plan --cov=rotator.lifecycle --cov=rotator.peers --cov=rotator.records
 test: tools lint
-	$(BIN)/pytest -q tests/unit --cov=rotator.plan --cov=rotator.lifecycle --cov-branch --cov-fail-under=100 \
+	$(BIN)/pytest -q tests/unit $(PURE) --cov-branch --cov-fail-under=100 \
 		--cov-report=term-missing:skip-covered
 	$(BIN)/pytest -q tests/integration tests/e2e tests/deploy
 

@@ -179,6 +179,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.verb == "run":
         return run_service(config, rotator)
     keeper = build_api_tokens(rotator)
+    if args.verb in ("check", "rotate", "replace-api-token"):
+        rotator.join_once()  # claim only if a daemon is live
     try:
         if args.verb == "plan":
             return _plan(rotator, keeper, args.json)

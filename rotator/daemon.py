@@ -6,10 +6,14 @@ Jobs:
   token if due and re-adds itself for the time the policy names, so every token is acted on at its
   own time rather than at the next sweep;
 - `discover` every `discovery_interval_seconds`: new tokens get a job at once, removed ones lose it;
-- `check` every `check_interval_seconds` (and right after start): probes Vault, reads each output
-  secret's metadata, pulls a token's job forward when its output changed under it, disappeared or
-  expired, re-adds any job that went missing, and feeds the monitor (alerts, metrics). Each check
-  is one Sentry Crons check-in when Sentry is configured;
+- `check` every `check_interval_seconds` (and right after start): probes Vault, announces this
+  instance in the registry and reads the others' announcements (`peers.py`), lists every
+  output's metadata and every source's version (one request each where OpenBao's detailed
+  listing is there, else a metadata read per output), pulls a token's job forward when its
+  output changed under it, disappeared or expired, reschedules it by another instance's new
+  version, re-adds any job that went missing, and feeds the monitor (alerts, metrics). What it
+  listed tells the token jobs what they need not read again (`memory.Listing`). Each check is
+  one Sentry Crons check-in when Sentry is configured;
 - `lookup` every `api_tokens.lookup_interval_seconds` (and soon after start): reads the technical
   user of every source that names one at MTM (`replacement.ApiTokens.look_up`): its API token's
   expiry, and whether it still exists.
@@ -30,6 +34,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol
@@ -38,11 +43,12 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from rotator import policy
+from rotator import peers, policy
 from rotator.errors import ConfigError, FailureKind, VaultAuthError, VaultError
+from rotator.memory import Listing
 from rotator.monitor import Monitor
 from rotator.outcome import ApiTokenOutcome, Outcome, Reason, State
-from rotator.plan import Look, plan_check
+from rotator.plan import Look, moved_look, plan_check
 from rotator.policy import VaultTokenAction
 from rotator.records import OutputMetadata
 from rotator.replacement import ApiTokens
@@ -105,6 +111,8 @@ class Daemon:
         self._stopping = False
         self._vault_was_down = False
         self._last_check: float | None = None  # monotonic time the last check finished
+        self._lifecycle_at: dict[str, datetime] = {}  # when a token's API-token lifecycle acts
+        self._registered = False  # the registry took this instance's announcement
         self.last_outcomes: dict[str, Outcome] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -113,6 +121,7 @@ class Daemon:
         """Discover tokens and start the scheduler. Raises VaultError if the first discovery
         fails (the caller exits 3), so a daemon never runs blind."""
         names = self.rotator.discover()
+        self._meet_peers(newcomer=True)
         schedule = self.rotator.config.schedule
         self._scheduler.start()
         self._scheduler.add_job(
@@ -170,6 +179,11 @@ class Daemon:
         with self._gate:
             self._stopping = True
         self._scheduler.shutdown(wait=wait)
+        if self._registered:
+            try:
+                self.rotator.store.withdraw_instance(self.rotator.instance_id)
+            except VaultError as exc:  # it lapses anyway, one lease from the last check
+                logger.info("leaving the instance registry failed: %s", exc)
 
     def reload(
         self, rotator: Rotator, check_ins: CheckIns | None, api_tokens: ApiTokens | None
@@ -178,6 +192,7 @@ class Daemon:
         (SIGHUP): tokens keep their jobs and their Vault state, so nothing valid is re-issued;
         the periodic jobs take the new intervals."""
         self.systemd.reloading(time.monotonic_ns() // 1000)
+        rotator.team = self.rotator.team
         self.rotator = rotator
         self._check_ins = check_ins
         self.api_tokens = api_tokens
@@ -232,9 +247,9 @@ class Daemon:
                 if name not in self._names:
                     return
                 self.last_outcomes[name] = outcome
-                # Our own writes are not forgotten from `_seen_versions`: the next check then
-                # takes one (read-only) look at the new version, which is how a foreign write
-                # landing right after ours is caught, and how a restore resolves foreign_write.
+                # The next check knows our own write by its version (memory) and leaves it
+                # alone; a foreign write landing right after ours is a version it does not
+                # know, and is looked at.
             if outcome.state is State.GONE:
                 self._drop(name)
                 return
@@ -243,8 +258,17 @@ class Daemon:
                 # routine look; that job keeps its own backoff, so this cannot loop fast.
                 self._wake_token_job()
             next_at = outcome.next_at
-            if lifecycle is not None and lifecycle.next_at is not None:
-                next_at = min(next_at, lifecycle.next_at)
+            lifecycle_at = lifecycle.next_at if lifecycle is not None else None
+            with self._lock:
+                if lifecycle_at is not None:
+                    self._lifecycle_at[name] = lifecycle_at
+                    next_at = min(next_at, lifecycle_at)
+                else:
+                    self._lifecycle_at.pop(name, None)
+            if outcome.foreign_write and outcome.state is State.REFRESHED:
+                # Restored: one more (read-free) look soon settles foreign_write.
+                interval = self.rotator.config.schedule.check_interval_seconds
+                next_at = min(next_at, self._clock() + timedelta(seconds=interval))
             self._schedule(name, next_at)
         finally:
             with self._lock:
@@ -305,10 +329,12 @@ class Daemon:
             logger.warning("check: %s", exc)
             self.monitor.vault_health(False, None)
             self._vault_was_down = True
+            self.rotator.memory.forget_listings()  # no exchange on what Vault may not take
             if isinstance(exc, VaultAuthError):
                 self._wake_token_job()  # refused (revoked, expired): log in again now
             return False
         self.monitor.vault_health(True, ttl)
+        self._meet_peers(newcomer=False)
         now = self._clock()
         if self._vault_was_down:
             # Vault is back: the backoff its outage caused is over, so every failing token is
@@ -319,11 +345,14 @@ class Daemon:
                 self._schedule(name, now)
         names = sorted(self.names)
         try:
-            # One listing for every output where Vault offers it (OpenBao), else a read each.
+            # One listing for every output and one for every source where Vault offers it
+            # (OpenBao), else a metadata read per output and no source versions.
             listed = store.list_output_metadata()
+            sources = store.list_source_versions()
         except VaultError as exc:
             logger.warning("check: %s", exc)
             return False
+        memory = self.rotator.memory
         for name in names:
             try:
                 metadata = (
@@ -332,8 +361,14 @@ class Daemon:
             except VaultError as exc:
                 logger.warning("check: %s", exc)
                 return False
+            source_version = sources.get(name) if sources is not None else None
+            read = memory.source(name)
+            source_moved = (
+                read is not None and source_version is not None and read.version != source_version
+            )
+            memory.note_listing(name, Listing(source_version, metadata))
             try:
-                self._check_token(name, metadata, now)
+                self._check_token(name, metadata, now, source_moved)
             except Exception:  # the bulkhead: one token's bad metadata stops no other's check
                 logger.exception("check: token %s: unexpected error", name)
         self.monitor.cycle_done(len(names))
@@ -341,13 +376,19 @@ class Daemon:
         self.systemd.status(self._status_line(names))
         return True
 
-    def _check_token(self, name: str, metadata: OutputMetadata | None, now: datetime) -> None:
+    def _check_token(
+        self, name: str, metadata: OutputMetadata | None, now: datetime, source_moved: bool
+    ) -> None:
         """One output on one check: pull its job forward if need be, feed the monitor."""
         version = metadata.current_version if metadata else 0
         with self._lock:
             seen = self._seen_versions.get(name)
             self._seen_versions[name] = version
             running = name in self._in_flight
+        memory = self.rotator.memory
+        vouched = False
+        if metadata is not None and metadata.vouched_source_version is not None:
+            vouched = metadata.vouched(memory.key(name, metadata.vouched_source_version))
         look = plan_check(
             running=running,
             has_job=running or self._has_job(_job_id(name)),
@@ -355,16 +396,68 @@ class Daemon:
             version=version,
             expires_at=metadata.expires_at if metadata else None,
             now=now,
+            known_version=memory.output_version(name),
+            vouched=vouched,
+            source_moved=source_moved,
         )
-        if look is Look.ADD_JOB:
+        if look is Look.MOVED:
+            assert metadata is not None and metadata.expires_at is not None  # vouched for
+            self._moved(name, metadata, metadata.expires_at)
+        elif look is Look.ADD_JOB:
             logger.debug("token %s: no scheduled job; adding one", name)
             self._schedule(name, now)
+        elif look is Look.CHANGED and source_moved:
+            logger.info("token %s: the source changed; looking at it now", name)
+            self._look_soon(name, now)
         elif look is Look.CHANGED:
             logger.info("token %s: output is now version %d; looking at it now", name, version)
             self._look_soon(name, now)
         elif look is Look.STALE:
             self._look_soon(name, now)
         self.monitor.check_token(name, metadata)
+
+    def _moved(self, name: str, metadata: OutputMetadata, expires_at: datetime) -> None:
+        """Another instance stored `name`'s new version: look at it when that one is due (by
+        the times its metadata records), or sooner if the API-token lifecycle wants."""
+        issued_at = metadata.issued_at or expires_at
+        rules = self.rotator.rules
+        when = moved_look(name, issued_at, expires_at, self.rotator.team.deference_for(name), rules)
+        with self._lock:
+            lifecycle_at = self._lifecycle_at.get(name)
+        logger.debug("token %s: version %d stored elsewhere", name, metadata.current_version)
+        self._schedule(name, min(when, lifecycle_at) if lifecycle_at is not None else when)
+
+    def _meet_peers(self, *, newcomer: bool) -> None:
+        """Announce this instance in the registry and learn who else is live (`peers.py`). A
+        newcomer that finds others waits one lease before refreshing. If the registry cannot
+        be used (Vault, an older policy), every refresh claims, as if others were live."""
+        rotator = self.rotator
+        store, team, now = rotator.store, rotator.team, self._clock()
+        interval = rotator.config.schedule.check_interval_seconds
+        try:
+            store.announce_instance(team.me, peers.announcement(now, interval))
+            self._registered = True
+            found = peers.live_peers(store.list_instances(), team.me, now)
+        except VaultError as exc:
+            if team.others is not None or newcomer:
+                logger.warning("instance registry: %s; claiming every refresh", exc)
+            rotator.team = replace(team, others=None)
+            return
+        others = tuple(peer.instance for peer in found)
+        if others != team.others:
+            logger.info(
+                "instance registry: %s",
+                f"{len(others)} other instances live" if others else "alone",
+            )
+        wait_until = peers.newcomer_wait(found, now) if newcomer else team.wait_until
+        if newcomer and wait_until is not None:
+            logger.info(
+                "other instances are live; refreshing nothing before %s",
+                wait_until.isoformat(timespec="seconds"),
+            )
+        rotator.team = replace(
+            team, others=others, wait_until=wait_until, defer=peers.deference(interval)
+        )
 
     def _status_line(self, names: list[str]) -> str:
         with self._lock:
@@ -479,6 +572,7 @@ class Daemon:
         with self._lock:
             self._names.discard(name)
             self._seen_versions.pop(name, None)
+            self._lifecycle_at.pop(name, None)
             self.last_outcomes.pop(name, None)
         self._on_scheduler(lambda: self._scheduler.remove_job(_job_id(name)))
         self.rotator.forget(name)

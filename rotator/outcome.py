@@ -53,6 +53,7 @@ class Reason(StrEnum):
     FOREIGN_WRITE = "foreign_write"  # the output holds a token rotator did not write
     BACKOFF = "backoff"  # the last attempt failed; waiting before the next
     CLAIMED_ELSEWHERE = "claimed_elsewhere"  # another instance is refreshing it right now
+    NEWCOMER = "newcomer"  # just started beside other instances: waiting one lease (peers.py)
     REFRESHED_ELSEWHERE = "refreshed_elsewhere"  # another instance stored a fresh one meanwhile
     CONFLICT = "conflict"  # a check-and-set write lost to another instance's fresh token
     INVALID_SOURCE = "invalid_source"  # the source secret is malformed

@@ -10,13 +10,17 @@ One pass over a token (`plan_token`), in the order the questions are asked:
     source deleted?            -> report gone
     source malformed?          -> report invalid_source (a failure to record)
     not due, or backing off?   -> report fresh / failing, look again when due
+    a newcomer's wait?         -> report newcomer, look again when it ends
     a held token still fresh?  -> write it back (no new issuance)
     issuance count unknown?    -> read the output's version history
     cap reached?               -> report capped until the hour allows
-    not claimed yet?           -> claim it                 (claimed by another: report)
+    others live, not claimed?  -> claim it                 (claimed by another: report)
     claimed, output may have moved since read? -> read it again
     another instance stored a fresh one?       -> report refreshed_elsewhere
     otherwise                  -> exchange, then write (check-and-set)
+
+Alone (no other live instance, `peers.py`), a pass never claims: check-and-set alone keeps
+every write. Among others, a token another instance is preferred for is due a little later.
 
 A write that loses its check-and-set asks `plan_after_conflict`; `rotator status` asks
 `plan_status`; the daemon's periodic check asks `plan_check` for every output.
@@ -62,18 +66,25 @@ class OutputView:
     """An output secret as read, and what it means."""
 
     secret: SecretVersion | None = None  # None: there is no output secret
-    token: AccessToken | None = None  # its access token; None when absent or malformed
+    token: AccessToken | None = None  # its access token; None when absent, deleted or malformed
     problem: str | None = None  # why it is malformed
+    owned: bool = True  # rotator wrote it (`SecretVersion.written_by_rotator`)
 
     @classmethod
-    def of(cls, secret: SecretVersion | None) -> OutputView:
-        """Read `secret`'s fields (`tokens.parse_output`); a malformed one keeps its problem."""
+    def of(cls, secret: SecretVersion | None, key: bytes | None = None) -> OutputView:
+        """Read `secret`'s fields (`tokens.parse_output`) and whether rotator wrote it, by its
+        MAC with `key` (that of the source version it names; None: unknown). A malformed one
+        keeps its problem; a deleted one is as good as none, but for its version and
+        metadata."""
         if secret is None:
             return cls()
+        owned = secret.written_by_rotator(key)
+        if secret.deleted:
+            return cls(secret)
         try:
-            return cls(secret, parse_output(secret.data))
+            return cls(secret, parse_output(secret.data), owned=owned)
         except ValueError as exc:
-            return cls(secret, None, str(exc))
+            return cls(secret, None, str(exc), owned)
 
     @property
     def version(self) -> int:
@@ -87,7 +98,7 @@ class OutputView:
     @property
     def foreign(self) -> bool:
         """True when it holds something rotator did not write."""
-        return self.secret is not None and not self.secret.written_by_rotator
+        return self.secret is not None and not self.owned
 
     @property
     def trusted(self) -> AccessToken | None:
@@ -96,8 +107,9 @@ class OutputView:
 
     def issuances(self, now: datetime) -> tuple[datetime, ...] | None:
         """Issuance times from its issuance log as of `now`; None without one (then read the
-        history)."""
-        return self.secret.issuances(now) if self.secret is not None else None
+        history). No output at all has none: nothing was ever issued to it (a deleted one
+        keeps its log in the metadata read with it)."""
+        return self.secret.issuances(now) if self.secret is not None else ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,10 @@ class TokenFacts:
     claim: Claim | None = None  # this instance's claim, once taken
     claimed_elsewhere: bool = False  # another instance holds the claim
     latest: OutputView | None = None  # the output as read again under the claim
+    claims: bool = True  # other instances may be live: claim before exchanging
+    defer: timedelta = timedelta(0)  # another instance is preferred: refresh this much later
+    wait_until: datetime | None = None  # a newcomer refreshes nothing before then
+    source_cached: bool = False  # the source was not read: the last listing vouched for it
 
     @property
     def api_token_expires_at(self) -> datetime | None:
@@ -197,6 +213,9 @@ def plan_token(facts: TokenFacts, rules: Rules) -> Plan:
         reason = Reason.FOREIGN_WRITE
     else:
         reason = decision.reason
+    waited = _newcomer_waits_until(facts, decision.reason, output.trusted, rules)
+    if waited is not None:
+        return _report(Reason.NEWCOMER, State.FRESH, at=waited, token=output.trusted)
     held = facts.held
     if held is not None and not facts.force and _is_fresh(facts, held, rules):
         return Plan(Step.WRITE_HELD, reason, token=held)
@@ -217,19 +236,17 @@ def plan_token(facts: TokenFacts, rules: Rules) -> Plan:
         )
 
     if facts.claimed_elsewhere:
-        # Healthy only if consumers hold a valid token while the other instance refreshes it.
-        valid = output.trusted is not None and output.trusted.expires_at > now
         return _report(
             Reason.CLAIMED_ELSEWHERE,
-            State.FRESH if valid else State.FAILING,
+            _healthy_if_valid(output, now),
             at=now + rules.claim_lease,
             token=output.trusted,
         )
-    if facts.claim is None:
+    if facts.claim is None and facts.claims:
         return Plan(Step.CLAIM, reason, issuances=recent)
     latest = facts.latest
     if latest is None:
-        if facts.claim.output_may_have_changed(output.version):
+        if facts.claim is not None and facts.claim.output_may_have_changed(output.version):
             return Plan(Step.REREAD, reason, issuances=recent)
     elif latest.version != output.version and latest.trusted is not None and not facts.force:
         # Another instance stored a token between our read and our claim.
@@ -305,6 +322,7 @@ class Look(StrEnum):
 
     KEEP = "keep"  # its job stands as scheduled (or is running)
     ADD_JOB = "add_job"  # it has no job (lost): schedule one now
+    MOVED = "moved"  # another instance stored a new version: schedule by it, nothing to read
     CHANGED = "changed"  # the output's version moved under it: look now
     STALE = "stale"  # no output, or it has expired: look now
 
@@ -317,21 +335,43 @@ def plan_check(
     version: int,
     expires_at: datetime | None,
     now: datetime,
+    known_version: int | None = None,
+    vouched: bool = False,
+    source_moved: bool = False,
 ) -> Look:
     """One output on one check. `seen_version` is the version the previous check saw (None:
     this is the first), `version` the current one (0: none), `expires_at` what its metadata
-    records."""
+    records; `known_version` the version this process last read or wrote itself, `vouched`
+    whether the metadata vouches for the current version (`records.OutputMetadata.vouched`),
+    `source_moved` whether the source has a newer version than the one last read (someone
+    replaced the API token: prove the new one now)."""
     if running:
         return Look.KEEP  # its job re-adds itself when done
     if not has_job:
         # Normal for the instant between a job firing and its thread starting; anything longer
         # would be a lost job, and this puts it back.
         return Look.ADD_JOB
+    if source_moved:
+        return Look.CHANGED
     if seen_version is not None and seen_version != version:
+        if version == known_version:
+            return Look.KEEP  # this process's own write (or read): its job knows
+        if vouched and expires_at is not None and expires_at > now:
+            return Look.MOVED
         return Look.CHANGED
     if expires_at is None or expires_at <= now:
         return Look.STALE
     return Look.KEEP
+
+
+def moved_look(
+    name: str, issued_at: datetime, expires_at: datetime, defer: timedelta, rules: Rules
+) -> datetime:
+    """When to look at a token another instance just stored (Look.MOVED), from the times its
+    metadata records: its refresh time, as `_decide` would plan it."""
+    jitter = policy.phase(f"{name}@{issued_at.isoformat()}")
+    wanted = policy.refresh_time(issued_at, expires_at, name, rules.refresh_fraction, jitter)
+    return policy.deferred(wanted, expires_at, defer)
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -351,6 +391,7 @@ def _decide(facts: TokenFacts, token: AccessToken | None, readable: bool, rules:
         facts.failure,
         rules.refresh_fraction,
         jitter,
+        facts.defer,
     )
 
 
@@ -361,6 +402,26 @@ def _cap_history(
     this process alone made more in the last hour than it says (the log was forged or lost)."""
     mine = policy.issuances_in_window(own, now)
     return own if mine > policy.issuances_in_window(logged, now) else logged
+
+
+def _newcomer_waits_until(
+    facts: TokenFacts, reason: Reason, token: AccessToken | None, rules: Rules
+) -> datetime | None:
+    """Until when a newcomer holds a due refresh back: its wait, but never past a third of the
+    time between the refresh time and the expiry (sooner than the others' deference, which may
+    reach half of it: the token's preferred instance still goes first). A missing, expired or
+    otherwise broken output is never held back (check-and-set and the claim keep one write)."""
+    if facts.wait_until is None or facts.force or reason is not Reason.DUE or token is None:
+        return None
+    due = _decide(replace(facts, now=token.issued_at, failure=None), token, True, rules).at
+    until = min(facts.wait_until, due + (token.expires_at - due) / 3)
+    return until if facts.now < until else None
+
+
+def _healthy_if_valid(output: OutputView, now: datetime) -> State:
+    """While another instance acts on a token: healthy only if consumers hold a valid one."""
+    valid = output.trusted is not None and output.trusted.expires_at > now
+    return State.FRESH if valid else State.FAILING
 
 
 def _is_fresh(facts: TokenFacts, token: AccessToken, rules: Rules) -> bool:

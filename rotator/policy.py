@@ -68,10 +68,23 @@ def phase(name: str) -> float:
 
 def refresh_at(token: AccessToken, name: str, refresh_fraction: float, jitter: float) -> datetime:
     """When `token` should be replaced. `jitter` is a random number in [0, 1)."""
-    lifetime = token.lifetime.total_seconds()
+    return refresh_time(token.issued_at, token.expires_at, name, refresh_fraction, jitter)
+
+
+def deferred(wanted: datetime, expires_at: datetime, defer: timedelta) -> datetime:
+    """A refresh planned for `wanted`, put off by `defer` but by no more than half the time
+    then left before `expires_at`."""
+    return wanted + min(defer, (expires_at - wanted) / 2)
+
+
+def refresh_time(
+    issued_at: datetime, expires_at: datetime, name: str, refresh_fraction: float, jitter: float
+) -> datetime:
+    """When a token issued at `issued_at` and expiring at `expires_at` should be replaced."""
+    lifetime = (expires_at - issued_at).total_seconds()
     spread = min(SPREAD_SHARE * lifetime, refresh_fraction * lifetime / 4)
     offset = spread * (0.9 * phase(name) + 0.1 * jitter)
-    return token.issued_at + timedelta(seconds=refresh_fraction * lifetime - offset)
+    return issued_at + timedelta(seconds=refresh_fraction * lifetime - offset)
 
 
 def backoff_delay(
@@ -119,6 +132,7 @@ def decide(
     failure: Failure | None,
     refresh_fraction: float,
     jitter: float,
+    defer: timedelta = timedelta(0),
 ) -> Decision:
     """Refresh now, or wait until `Decision.at`.
 
@@ -126,6 +140,8 @@ def decide(
     which `output_readable` tells apart); `source_version` is the KV version of the source secret,
     None if unknown. A pending `failure` holds every refresh back until its `retry_at`, unless
     the source secret changed since (an operator replaced the API token: try the new one now).
+    `defer` puts a routine refresh off (another instance is preferred for it, `peers.py`), by
+    at most half the time then left before the token expires.
     """
     if (
         failure is not None
@@ -141,7 +157,9 @@ def decide(
     elif source_version is not None and source_version != output.source_version:
         wanted, reason = now, Reason.SOURCE_CHANGED
     else:
-        wanted = refresh_at(output, name, refresh_fraction, jitter)
+        wanted = deferred(
+            refresh_at(output, name, refresh_fraction, jitter), output.expires_at, defer
+        )
         reason = Reason.DUE if wanted <= now else Reason.FRESH
 
     if failure is not None and failure.retry_at > now and reason is not Reason.FRESH:

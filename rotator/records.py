@@ -2,12 +2,20 @@
 
 `vault.py` speaks the routes; this module decides what goes into them and what comes out means:
 
-- **Ownership.** An output secret is rotator's own when its data is a token rotator announced in
-  the metadata before writing it (`written_by_rotator`): anything else is a foreign write.
-- **The write protocol.** A write announces the new token's fingerprint in the output's
-  `custom_metadata` beside the current one's (`announce`), writes the data with check-and-set,
-  then records `issued_at`, `expires_at` and the issuance log (`record`). A reader that sees the
-  write half-way still recognises rotator's token.
+- **Ownership.** An output secret's data carries `rotator_mac`, an HMAC of its access token
+  keyed with a key derived from the API token it was exchanged from (`output_key`): consumers
+  never read the source, so they cannot forge it. Data whose MAC does not verify is a foreign
+  write (`written_by_rotator`). Outputs from before MACs are recognised by the fingerprint an
+  older rotator announced in their metadata, until rotator writes them again.
+- **The write protocol.** One data write with check-and-set (`output_fields`: SPEC's fields and
+  the MAC), then one metadata write recording `issued_at`, `expires_at`, the issuance log and
+  `rotator_vouch` (`record`). A reader that sees the write half-way sees rotator's new data (the
+  MAC verifies) beside the previous metadata.
+- **Vouching from metadata alone.** `rotator_vouch` binds the version just written and the times
+  recorded beside it with the same key (`OutputMetadata.vouched`). A KV version never changes
+  once written, so metadata that vouches for the current version proves the current data is
+  rotator's without reading it: how the daemon's check, from one listing of every output's
+  metadata, tells its own and other instances' writes from a foreign one.
 - **The issuance log** (`tokens.issuance_log_add`): counts per minute for the last hour, merged
   into the metadata by `record`, read back by `SecretVersion.issuances(now)`.
 - **Claims** between instances: a KV secret per token holding an owner and an expiry, taken with
@@ -18,6 +26,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,8 +47,12 @@ from rotator.tokens import (
 )
 
 WRITER_ID = "rotator"
+MAC_FIELD = "rotator_mac"
+VOUCH_KEY = "rotator_vouch"
 NO_FINGERPRINT = "-"  # Vault refuses empty custom_metadata values
 RELEASED_UNTIL = "1970-01-01T00:00:00Z"
+_KEY_LABEL = b"rotator output mac v1"
+_LEGACY_KEYS = ("fingerprint", "previous_fingerprint")  # what rotator announced before MACs
 
 
 @dataclass(frozen=True)
@@ -49,18 +63,30 @@ class SecretVersion:
     version: int
     custom_metadata: Mapping[str, str]
     created: datetime | None = None  # when this version was written
+    deleted: bool = False  # the current version is deleted or destroyed: `data` is empty
 
-    @property
-    def written_by_rotator(self) -> bool:
-        """True when the data is a token rotator announced in the metadata before writing it:
-        the current one, or the one before while a write is under way."""
+    def written_by_rotator(self, key: bytes | None) -> bool:
+        """True when rotator wrote this output: its MAC verifies with `key` (the key of the API
+        token it says it was exchanged from; None: that key is unknown), or, for an output
+        written before MACs, its token is the one rotator announced in the metadata."""
+        if self.deleted:
+            return True  # nothing there to distrust
+        mac = self.data.get(MAC_FIELD)
+        token = self.data.get("access_token")
+        if mac is not None:
+            if key is None or not isinstance(mac, str) or not isinstance(token, str):
+                return False
+            return hmac.compare_digest(mac, _mac(key, token))
         if self.custom_metadata.get("written_by") != WRITER_ID:
             return False
-        announced = {
-            self.custom_metadata.get("fingerprint"),
-            self.custom_metadata.get("previous_fingerprint"),
-        }
+        announced = {self.custom_metadata.get(name) for name in _LEGACY_KEYS}
         return data_fingerprint(self.data) in announced - {None, "", NO_FINGERPRINT}
+
+    @property
+    def source_version(self) -> int | None:
+        """The source version an output says it was exchanged from, if it says."""
+        version = self.data.get("source_version")
+        return version if isinstance(version, int) and not isinstance(version, bool) else None
 
     def issuances(self, now: datetime) -> tuple[datetime, ...] | None:
         """Issuance times from the output's issuance log, as of `now`; None without one (or
@@ -85,10 +111,45 @@ class OutputMetadata:
     @property
     def expires_at(self) -> datetime | None:
         """The expiry rotator recorded for the current token, if readable."""
-        try:
-            return parse_time(self.custom_metadata["expires_at"])
-        except (KeyError, ValueError):
-            return None
+        return _recorded_time(self.custom_metadata, "expires_at")
+
+    @property
+    def issued_at(self) -> datetime | None:
+        """The issue time rotator recorded for the current token, if readable."""
+        return _recorded_time(self.custom_metadata, "issued_at")
+
+    @property
+    def vouched_source_version(self) -> int | None:
+        """The source version whose key `rotator_vouch` says it was made with, if it says."""
+        parts = _vouch_parts(self.custom_metadata)
+        return parts[0] if parts is not None else None
+
+    def vouched(self, key: bytes | None) -> bool:
+        """True when `rotator_vouch` vouches with `key` (that of the source version
+        `vouched_source_version` names) for the current version and the times recorded: the
+        current data is then rotator's, unread."""
+        parts = _vouch_parts(self.custom_metadata)
+        if key is None or parts is None or parts[1] != self.current_version:
+            return False
+        expected = vouch(key, parts[0], self.current_version, self.custom_metadata)
+        return expected is not None and hmac.compare_digest(
+            expected, self.custom_metadata[VOUCH_KEY]
+        )
+
+
+def _recorded_time(metadata: Mapping[str, str], key: str) -> datetime | None:
+    try:
+        return parse_time(metadata[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def _vouch_parts(metadata: Mapping[str, str]) -> tuple[int, int] | None:
+    """(source version, output version) of a `rotator_vouch` value `<sv>.<version>.<mac>`."""
+    parts = str(metadata.get(VOUCH_KEY, "")).split(".")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts[:2]):
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def data_fingerprint(data: Mapping[str, Any]) -> str:
@@ -100,41 +161,52 @@ def data_fingerprint(data: Mapping[str, Any]) -> str:
 # --- the write protocol ---------------------------------------------------------------------------
 
 
-def announce(current: SecretVersion | None, token: AccessToken) -> dict[str, str]:
-    """The output's custom_metadata to write before the data: the current metadata with the new
-    token's fingerprint announced and the current token's (if rotator's) kept as the previous.
+def output_key(api_token: str) -> bytes:
+    """The key of the MACs of outputs exchanged from `api_token`."""
+    return hmac.new(api_token.encode(), _KEY_LABEL, hashlib.sha256).digest()
 
-    For a foreign current token, the previous fingerprint stays the one rotator last announced:
-    the forged value must never count as rotator's, even half-way through the restore.
-    """
-    previous = ""
-    if current is not None:
-        previous = (
-            data_fingerprint(current.data)
-            if current.written_by_rotator
-            else current.custom_metadata.get("fingerprint", "")
+
+def _mac(key: bytes, access_token: str) -> str:
+    return hmac.new(key, access_token.encode(), hashlib.sha256).hexdigest()
+
+
+def output_fields(token: AccessToken, key: bytes) -> dict[str, Any]:
+    """The output secret's data: SPEC's fields, and the MAC that makes it rotator's. `key` is
+    `output_key` of the API token of source version `token.source_version`."""
+    return {**token.fields(), MAC_FIELD: _mac(key, token.access_token)}
+
+
+def vouch(key: bytes, source_version: int, version: int, metadata: Mapping[str, str]) -> str | None:
+    """The `rotator_vouch` value for output `version`, with the times `metadata` records; None
+    when it records none."""
+    issued, expires = metadata.get("issued_at"), metadata.get("expires_at")
+    if not issued or not expires:
+        return None
+    message = f"{version}|{issued}|{expires}".encode()
+    return f"{source_version}.{version}.{hmac.new(key, message, hashlib.sha256).hexdigest()}"
+
+
+def record(
+    metadata: Mapping[str, str], token: AccessToken, version: int, key: bytes
+) -> dict[str, str]:
+    """The custom_metadata to write once `token` is stored as `version` (with `key`, as
+    `output_fields`), from the output's current one: `written_by`, `issued_at`, `expires_at`,
+    the issuance log counting this token unless it is the one counted last (a held token
+    written back is no new issuance), and the vouch. What rotator announced before MACs is
+    dropped."""
+    recorded = {k: v for k, v in metadata.items() if k not in _LEGACY_KEYS}
+    if recorded.get(ISSUANCE_LOGGED_KEY) != token.fingerprint:
+        recorded[ISSUANCE_LOG_KEY] = issuance_log_add(
+            recorded.get(ISSUANCE_LOG_KEY), token.issued_at
         )
-    return {
-        **(current.custom_metadata if current is not None else {}),
-        "written_by": WRITER_ID,
-        "fingerprint": token.fingerprint,
-        "previous_fingerprint": previous or NO_FINGERPRINT,
-    }
-
-
-def record(announced: Mapping[str, str], token: AccessToken) -> dict[str, str]:
-    """The custom_metadata to write once the data is stored: `issued_at`, `expires_at`, and the
-    issuance log counting this token, unless it is the one counted last (a held token written
-    back is no new issuance)."""
-    metadata = dict(announced)
-    if metadata.get(ISSUANCE_LOGGED_KEY) != token.fingerprint:
-        metadata[ISSUANCE_LOG_KEY] = issuance_log_add(
-            metadata.get(ISSUANCE_LOG_KEY), token.issued_at
-        )
-        metadata[ISSUANCE_LOGGED_KEY] = token.fingerprint
-    metadata["issued_at"] = format_time(token.issued_at)
-    metadata["expires_at"] = format_time(token.expires_at)
-    return metadata
+        recorded[ISSUANCE_LOGGED_KEY] = token.fingerprint
+    recorded["written_by"] = WRITER_ID
+    recorded["issued_at"] = format_time(token.issued_at)
+    recorded["expires_at"] = format_time(token.expires_at)
+    vouched = vouch(key, token.source_version, version, recorded)
+    assert vouched is not None  # both times were just recorded
+    recorded[VOUCH_KEY] = vouched
+    return recorded
 
 
 # --- claims between instances ---------------------------------------------------------------------

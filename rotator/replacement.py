@@ -20,9 +20,10 @@ hands it over, and held only in memory (`memory.HeldApiToken`) until Vault has i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rotator.errors import (
     ApiTokenRejected,
@@ -53,7 +54,6 @@ from rotator.lifecycle import (
 from rotator.memory import HeldApiToken
 from rotator.mtm import MtmClient, TechnicalUser
 from rotator.outcome import ApiTokenOutcome, Check, Outcome, Planned, Replacement
-from rotator.plan import OutputView
 from rotator.records import SecretVersion
 from rotator.redact import SECRETS
 from rotator.rotation import Rotator, release_claim, take_claim
@@ -113,6 +113,20 @@ class ApiTokens:
     def _store(self) -> VaultStore:
         return self.rotator.store
 
+    def _write_source(self, name: str, data: dict[str, Any], cas: int) -> int:
+        """`VaultStore.write_source`; the next pass reads the source again (it moved on)."""
+        try:
+            return self._store.write_source(name, data, cas=cas)
+        finally:
+            self.rotator.memory.forget_source(name)
+
+    def _write_source_metadata(self, name: str, custom_metadata: Mapping[str, str]) -> None:
+        """`VaultStore.write_source_metadata`; the next pass reads the source again."""
+        try:
+            self._store.write_source_metadata(name, custom_metadata)
+        finally:
+            self.rotator.memory.forget_source(name)
+
     # --- one pass -----------------------------------------------------------------------------
 
     def step(
@@ -168,7 +182,7 @@ class ApiTokens:
                 result = Replacement.REPLACED
                 outcome = self.rotator.rotate_one(name)
             elif plan.step is Step.CLEAR:
-                self._store.write_source_metadata(name, cleared_metadata(secret.custom_metadata))
+                self._write_source_metadata(name, cleared_metadata(secret.custom_metadata))
             elif plan.step is Step.PROVE:
                 before = facts.api_token
                 outcome = self.rotator.rotate_one(name, force=True)
@@ -273,7 +287,7 @@ class ApiTokens:
             assert source.mtm_base is not None and source.technical_user_id is not None
             bearer = self._bearer(source)
             recorded = intent_metadata(secret.custom_metadata, now, source.api_token)
-            self._store.write_source_metadata(name, recorded)
+            self._write_source_metadata(name, recorded)
             logger.info("token %s: replacing the API token at MTM", name)
             try:
                 user = self.mtm.replace_token(
@@ -281,7 +295,7 @@ class ApiTokens:
                 )
             except MtmError as exc:
                 if exc.definite:  # MTM refused: the old token is untouched
-                    self._store.write_source_metadata(name, cleared_metadata(recorded))
+                    self._write_source_metadata(name, cleared_metadata(recorded))
                 logger.error("token %s: replacing the API token failed: %s", name, exc)
                 return False, str(exc)
             assert user.api_token is not None  # the MTM client refuses an answer without one
@@ -309,7 +323,7 @@ class ApiTokens:
             if held.expires_at is not None:
                 data["api_token_expires_at"] = format_time(held.expires_at)
             try:
-                version = self._store.write_source(name, data, cas=current.version)
+                version = self._write_source(name, data, cas=current.version)
             except VaultConflict:
                 latest = self._store.read_source(name)
                 if latest is None:
@@ -318,7 +332,7 @@ class ApiTokens:
                     ) from None
                 current = latest
                 continue
-            self._store.write_source_metadata(
+            self._write_source_metadata(
                 name, stored_metadata(current.custom_metadata, self._clock())
             )
             memory.drop_api_token(name)
@@ -331,7 +345,7 @@ class ApiTokens:
         assert source.api_token_next is not None
         data = {k: v for k, v in secret.data.items() if k != "api_token_next"}
         data["api_token"] = source.api_token_next
-        version = self._store.write_source(name, data, cas=secret.version)
+        version = self._write_source(name, data, cas=secret.version)
         logger.warning(
             "token %s: api_token was rejected; promoted api_token_next (source version %d)",
             name,
@@ -377,7 +391,7 @@ class ApiTokens:
         now = self._clock()
         token = self.rotator.memory.held(admin.name, now)
         if token is None:
-            token = OutputView.of(self._store.read_output(admin.name)).trusted
+            token = self.rotator.read_output(admin.name).trusted
         if token is not None and token.expires_at > now:
             return token
         if not exchange:
@@ -476,7 +490,7 @@ class ApiTokens:
         may not write keeps its old value, and the expiry alerts use MTM's all the same."""
         data = {**secret.data, "api_token_expires_at": format_time(expires_at)}
         try:
-            version = self._store.write_source(name, data, cas=secret.version)
+            version = self._write_source(name, data, cas=secret.version)
         except VaultConflict:
             return  # someone wrote it since: the next lookup compares again
         except VaultError as exc:

@@ -45,6 +45,7 @@ from rotator.exchange import TokenExchanger
 from rotator.lifecycle import Proof, Verdict
 from rotator.memory import TokenMemory
 from rotator.outcome import Failure, FailureKind, Outcome, Planned, Reason, State
+from rotator.peers import Team, key_safe, live_peers
 from rotator.plan import (
     OutputView,
     Plan,
@@ -71,7 +72,7 @@ def _now() -> datetime:
 
 def new_instance_id() -> str:
     """Names this process in per-token claims; unique per process, stable for its life."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{key_safe(socket.gethostname())}.{os.getpid()}.{secrets.token_hex(4)}"
 
 
 class Rotator:
@@ -98,6 +99,7 @@ class Rotator:
         self.memory = memory if memory is not None else TokenMemory()
         self.on_exchange = on_exchange
         self.instance_id = instance_id or new_instance_id()
+        self.team = Team(self.instance_id)  # until the registry says more: claim everything
         self._clock = clock
         self._jitter = jitter
 
@@ -111,9 +113,14 @@ class Rotator:
         """
         with self.memory.lock(name):
             try:
-                return self._rotate(name, force)
+                try:
+                    return self._rotate(name, force, again=False)
+                except _StaleSource:
+                    logger.info("token %s: the source changed since it was listed; again", name)
+                    return self._rotate(name, force, again=True)
             except VaultError as exc:
                 logger.warning("token %s: %s", name, exc)
+                self.memory.forget_listings(name)
                 reason = Reason.VAULT_AUTH if isinstance(exc, VaultAuthError) else Reason.VAULT
                 return self._failed(name, exc.kind, reason, str(exc))
             except Exception as exc:  # the bulkhead: one token's bug stops no other
@@ -121,8 +128,8 @@ class Rotator:
                 detail = f"unexpected {type(exc).__name__}; see the log"
                 return self._failed(name, FailureKind.TRANSIENT, Reason.BUG, detail)
 
-    def _rotate(self, name: str, force: bool) -> Outcome:
-        facts = self._observe(name, force)
+    def _rotate(self, name: str, force: bool, again: bool) -> Outcome:
+        facts = self._observe(name, force, again)
         claim: Claim | None = None
         outcome: Outcome | None = None
         try:
@@ -136,7 +143,7 @@ class Rotator:
                         logger.info("token %s: another rotator is refreshing it", name)
                     facts = replace(facts, claim=claim, claimed_elsewhere=claim is None)
                 elif plan.step is Step.REREAD:
-                    facts = replace(facts, latest=self._read_output(name))
+                    facts = replace(facts, latest=self.read_output(name))
                 elif plan.step is Step.WRITE_HELD:
                     assert plan.token is not None  # a held token is what the plan writes
                     logger.info(
@@ -153,21 +160,26 @@ class Rotator:
                 self._release(name, claim, left or facts.written_over.version)
         return outcome
 
-    def _observe(self, name: str, force: bool) -> TokenFacts:
-        """Read the source and the output secret, and what memory holds of the token."""
+    def _observe(self, name: str, force: bool, again: bool) -> TokenFacts:
+        """The source and the output secret, and what memory holds of the token. What the last
+        listing (`memory.Listing`) says has not moved since this process saw it is not read
+        again. `again`: the pass starts over because the source moved (`_StaleSource`); the
+        source memory holds now was just read."""
         now = self._clock()
         try:
             check_name(name)  # `..` would address another secret once the path is normalised
         except SourceError as exc:
             return TokenFacts(name, now, exc)
-        secret = self.store.read_source(name)
+        secret = self.memory.current_source(name)
+        cached = secret is not None and not again
         if secret is None:
-            return TokenFacts(name, now, None)
-        self.memory.note_source(name, secret)
-        for key in ("api_token", "api_token_next"):
-            raw = secret.data.get(key)
-            SECRETS.register(raw, raw.strip() if isinstance(raw, str) else None)
-        output = self._read_output(name)
+            secret = self.store.read_source(name)
+            if secret is None:
+                return TokenFacts(name, now, None)
+            self._note_source(name, secret)
+        known, current = self.memory.current_output(name)
+        output = self.view(name, current) if known else self.read_output(name)
+        team = self.team
         return TokenFacts(
             name,
             now,
@@ -179,10 +191,17 @@ class Rotator:
             force=force,
             history=output.issuances(now),
             own_issuances=self.memory.issuances(name),
+            claims=team.claims,
+            defer=team.deference_for(name),
+            wait_until=team.wait_until,
+            source_cached=cached,
         )
 
-    def _read_output(self, name: str) -> OutputView:
-        view = OutputView.of(self.store.read_output(name))
+    def read_output(self, name: str) -> OutputView:
+        """Read `name`'s output secret (and remember it), and say what it means."""
+        secret = self.store.read_output(name)
+        self.memory.note_output(name, secret)
+        view = self.view(name, secret)
         if view.foreign:
             logger.warning("token %s: the output secret was changed by someone else", name)
         elif view.token is not None:
@@ -192,6 +211,22 @@ class Rotator:
                 "token %s: output secret is malformed (%s); it will be replaced", name, view.problem
             )
         return view
+
+    def view(self, name: str, secret: records.SecretVersion | None) -> OutputView:
+        """`secret` (`name`'s output) as `OutputView.of` reads it, with the MAC key of the
+        source version it names: from memory, else read from that version of the source."""
+        if secret is None or records.MAC_FIELD not in secret.data:
+            return OutputView.of(secret)
+        source_version = secret.source_version
+        key = None
+        if source_version is not None:
+            key = self.memory.key(name, source_version)
+            if key is None:
+                older = self.store.read_source_version(name, source_version)
+                if older is not None:
+                    self.memory.note_key(name, older)
+                    key = self.memory.key(name, source_version)
+        return OutputView.of(secret, key)
 
     def _exchange(self, facts: TokenFacts, plan: Plan) -> Outcome:
         """Exchange the API token (under this instance's claim) and write the result."""
@@ -203,6 +238,8 @@ class Rotator:
         except RotatorError as exc:
             self._exchanged(name, exc.kind, started)
             if isinstance(exc, ApiTokenRejected):
+                if facts.source_cached and self._source_moved(name, source.version):
+                    raise _StaleSource from None
                 self._prove(name, source.api_token, Verdict.REJECTED)
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             failure = self._record(name, exc.kind, retry_after, source.version)
@@ -236,20 +273,43 @@ class Rotator:
             outcome = replace(outcome, issuances_last_hour=plan.issuances + 1)  # this one too
         return outcome
 
+    def _source_moved(self, name: str, listed_version: int) -> bool:
+        """Whether the source has a newer version than the one listed (and so exchanged); the
+        newer one is remembered for the pass that starts over."""
+        latest = self.store.read_source(name)
+        if latest is None or latest.version == listed_version:
+            return False
+        self._note_source(name, latest)
+        return True
+
+    def _note_source(self, name: str, secret: records.SecretVersion) -> None:
+        """Remember a source just read; its API tokens become secrets the logs never show."""
+        self.memory.note_source(name, secret)
+        for key in ("api_token", "api_token_next"):
+            raw = secret.data.get(key)
+            SECRETS.register(raw, raw.strip() if isinstance(raw, str) else None)
+
     def _write(self, facts: TokenFacts, plan: Plan, token: AccessToken) -> Outcome:
         """Store `token` over the output as last read, by the write protocol of `records.py`:
-        announce, data with check-and-set, record."""
+        data with check-and-set, then the metadata record."""
         name = facts.name
+        assert isinstance(facts.source, Source)  # the plan writes only for a parsed source
         try:
-            version = write_output(
-                self.store, name, token, facts.written_over.secret, self._keep_versions()
+            written = write_output(
+                self.store,
+                name,
+                token,
+                facts.written_over.secret,
+                records.output_key(facts.source.api_token),
+                self._keep_versions(),
             )
         except VaultConflict:
-            latest = self._read_output(name)
+            latest = self.read_output(name)
             if latest.trusted is not None:
                 logger.info("token %s: another rotator stored a token first", name)
             return self._report(facts, plan_after_conflict(facts, latest, plan.reason, self.rules))
         except VaultError as exc:
+            self.memory.forget_listings(name)
             failure = self._record(name, FailureKind.VAULT_WRITE)
             logger.error("token %s: obtained a token but could not store it: %s", name, exc)
             return self._outcome(
@@ -265,6 +325,8 @@ class Rotator:
                     failures=failure.count,
                 ),
             )
+        self.memory.note_output(name, written)
+        version = written.version
         self.memory.clear_failure(name)
         # Stay held after the write: if someone overwrites or deletes the output while the token
         # is fresh, it is written back instead of exchanged anew.
@@ -359,6 +421,17 @@ class Rotator:
     def _release(self, name: str, claim: Claim, output_version: int) -> None:
         release_claim(self.store, name, self.instance_id, claim, output_version)
 
+    def join_once(self) -> None:
+        """Set `team` from the registry as it is now, for a command that runs once (`rotate`,
+        `check`): it claims if any daemon is live. Unreadable registry: claim everything."""
+        try:
+            found = live_peers(self.store.list_instances(), self.instance_id, self._clock())
+        except VaultError as exc:
+            logger.info("instance registry: %s; claiming every refresh", exc)
+            self.team = Team(self.instance_id)
+            return
+        self.team = Team(self.instance_id, others=tuple(peer.instance for peer in found))
+
     # --- many tokens --------------------------------------------------------------------------
 
     def discover(self) -> list[str]:
@@ -394,7 +467,8 @@ class Rotator:
         secret = self.store.read_source(name)
         facts = TokenFacts(name, now, None)
         if secret is not None:
-            output = OutputView.of(self.store.read_output(name))
+            self.memory.note_key(name, secret)
+            output = self.view(name, self.store.read_output(name))
             facts = TokenFacts(
                 name, now, self.parse(name, secret), output, source_version=secret.version
             )
@@ -422,7 +496,8 @@ class Rotator:
         secret = self.store.read_source(name)
         facts = TokenFacts(name, now, None)
         if secret is not None:
-            output = OutputView.of(self.store.read_output(name))
+            self.memory.note_key(name, secret)
+            output = self.view(name, self.store.read_output(name))
             facts = TokenFacts(
                 name,
                 now,
@@ -547,19 +622,23 @@ def write_output(
     name: str,
     token: AccessToken,
     current: records.SecretVersion | None,
+    key: bytes,
     keep_versions: int = 10,
-) -> int:
+) -> records.SecretVersion:
     """Store `token` as `name`'s output over `current` (None: there is none), by the write
-    protocol of `records.py`: announce the new fingerprint in the metadata, write the data with
-    check-and-set against `current`'s version, record expiry and issuance log. Returns the new
-    version; raises `VaultConflict` when someone else wrote first, `VaultError` otherwise."""
-    announced = records.announce(current, token)
-    store.write_output_metadata(name, announced, keep_versions)
+    protocol of `records.py`: the data with its MAC (`key`: `records.output_key` of the API
+    token of `token.source_version`) with check-and-set against `current`'s version, then the
+    metadata record. Returns what is stored now; raises `VaultConflict` when someone else wrote
+    first, `VaultError` otherwise."""
+    fields = records.output_fields(token, key)
     version = store.write_output_data(
-        name, token.fields(), cas=current.version if current is not None else 0
+        name, fields, cas=current.version if current is not None else 0
     )
-    store.write_output_metadata(name, records.record(announced, token), keep_versions)
-    return version
+    metadata = records.record(
+        current.custom_metadata if current is not None else {}, token, version, key
+    )
+    store.write_output_metadata(name, metadata, keep_versions)
+    return records.SecretVersion(fields, version, metadata, token.issued_at)
 
 
 def take_claim(
@@ -591,6 +670,11 @@ def release_claim(
         store.write_claim(name, records.release_record(owner, output_version), cas=claim.version)
     except VaultError as exc:
         logger.debug("releasing the claim on %s failed: %s", name, exc)
+
+
+class _StaleSource(Exception):
+    """Internal: the API token of a listed source was rejected, and the source has moved on
+    since the listing; the pass starts again from fresh reads."""
 
 
 def _principal_change(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 VAULT_TIMEOUT_SECONDS = 10.0
 CLAIMS_ROOT = "rotator-claims"  # per-token claims between instances, under the same mount
+INSTANCES_ROOT = "rotator-instances"  # each running daemon's registration, under the same mount
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,8 @@ class VaultStore:
         output_prefix: str,
         auth: VaultAuth,
     ) -> None:
-        self._detailed_listing = True  # until the server or the policy says otherwise
+        self._detailed_listing_available = True  # until the server says it has none
+        self._detailed_refused: set[str] = set()  # prefixes the policy does not grant it on
         self._client = client
         self._kv = client.secrets.kv.v2
         self.auth = auth
@@ -266,6 +268,19 @@ class VaultStore:
         None when it does not exist or its current version is deleted."""
         return self._read(f"{self.source_prefix}/{name}")
 
+    def read_source_version(self, name: str, version: int) -> SecretVersion | None:
+        """One earlier version of a source secret (`GET <mount>/data/<source_prefix>/<name>?
+        version=N`), to verify an output exchanged from it; None when it is gone."""
+        return self._read(f"{self.source_prefix}/{name}", version=version)
+
+    def list_source_versions(self) -> dict[str, int] | None:
+        """Every source's current version by name, from the detailed listing (see
+        `list_output_metadata`); None where there is none: then read each source."""
+        listed = self._detailed_listing(self.source_prefix)
+        if listed is None:
+            return None
+        return {name: int(entry.get("current_version") or 0) for name, entry in listed.items()}
+
     def write_source(self, name: str, data: Mapping[str, Any], cas: int | None = None) -> int:
         """Write a new version of a source secret (`POST <mount>/data/<source_prefix>/<name>`),
         with check-and-set against version `cas` when given (0: it must not exist yet). Returns
@@ -306,8 +321,9 @@ class VaultStore:
     # --- outputs ------------------------------------------------------------------------------
 
     def read_output(self, name: str) -> SecretVersion | None:
-        """The current output secret (`GET <mount>/data/<output_prefix>/<name>`), or None."""
-        return self._read(f"{self.output_prefix}/{name}")
+        """The current output secret (`GET <mount>/data/<output_prefix>/<name>`), `deleted`
+        when its current version is deleted, None when there is none at all."""
+        return self._read(f"{self.output_prefix}/{name}", keep_deleted=True)
 
     def write_output_data(self, name: str, fields: Mapping[str, Any], cas: int) -> int:
         """Store `fields` as the output secret if it is still at version `cas` (0: absent)
@@ -355,32 +371,42 @@ class VaultStore:
         `page_size`), instead of one read per output. None when the server has no such listing
         (HashiCorp Vault) or rotator's policy does not grant it: then read one by one.
         """
-        if not self._detailed_listing:
+        listed = self._detailed_listing(self.output_prefix, page_size)
+        if listed is None:
             return None
-        found: dict[str, OutputMetadata] = {}
+        return {name: _output_metadata(entry) for name, entry in listed.items()}
+
+    def _detailed_listing(
+        self, prefix: str, page_size: int = 1000
+    ) -> dict[str, Mapping[str, Any]] | None:
+        """The metadata document of every secret below `prefix`, by name relative to it; None
+        when the listing is not available (and, once refused, never asked for again)."""
+        if not self._detailed_listing_available or prefix in self._detailed_refused:
+            return None
+        found: dict[str, Mapping[str, Any]] = {}
         pending = [""]
         while pending:
             folder = pending.pop()
             after = ""
             while True:
                 try:
-                    page = self._detailed_page(f"{self.output_prefix}/{folder}", page_size, after)
+                    page = self._detailed_page(f"{prefix}/{folder}", page_size, after)
                 except _NotFound as exc:
                     if exc.unsupported:
                         logger.info("Vault has no detailed metadata listing; reading one by one")
-                        self._detailed_listing = False
+                        self._detailed_listing_available = False
                         return None
                     if not folder and not after:
-                        return None  # no outputs yet, or no listing: nothing to save
+                        return {}  # nothing below the prefix yet
                     break  # nothing after the last page, or a folder emptied since listed
                 except VaultAuthError:
                     logger.warning(
                         "rotator's Vault policy does not grant LIST on %s/detailed-metadata/%s; "
-                        "reading outputs one by one (see deploy/vault/rotator-policy.hcl)",
+                        "reading secrets one by one (see deploy/vault/rotator-policy.hcl)",
                         self.mount,
-                        self.output_prefix,
+                        prefix,
                     )
-                    self._detailed_listing = False
+                    self._detailed_refused.add(prefix)
                     return None
                 keys = page.get("keys") or []
                 info = page.get("key_info") or {}
@@ -388,7 +414,7 @@ class VaultStore:
                     if key.endswith("/"):
                         pending.append(folder + key)
                     elif isinstance(info.get(key), dict):
-                        found[folder + key] = _output_metadata(info[key])
+                        found[folder + key] = info[key]
                 if len(keys) < page_size:
                     break
                 after = keys[-1]
@@ -439,15 +465,74 @@ class VaultStore:
     def _claim_path(self, name: str) -> str:
         return f"{CLAIMS_ROOT}/{self.output_prefix}/{name}"
 
+    # --- the instance registry ------------------------------------------------------------------
+
+    def announce_instance(self, instance: str, record: Mapping[str, str]) -> None:
+        """Write this instance's registration (`POST <mount>/metadata/rotator-instances/
+        <output_prefix>/<instance>`): custom_metadata only, one small request per check."""
+        self._call(
+            "register at",
+            self._instance_path(instance),
+            self._kv.update_metadata,
+            custom_metadata=dict(record),
+            max_versions=1,
+        )
+
+    def withdraw_instance(self, instance: str) -> None:
+        """Delete this instance's registration (`DELETE <mount>/metadata/rotator-instances/
+        <output_prefix>/<instance>`), so the others know at their next check."""
+        with suppress(_NotFound):
+            self._call(
+                "deregister at",
+                self._instance_path(instance),
+                self._kv.delete_metadata_and_all_versions,
+            )
+
+    def list_instances(self) -> dict[str, Mapping[str, str]]:
+        """Every registration by instance id: one detailed listing, else a LIST and one
+        metadata read per instance (`rotator-instances/<output_prefix>/`)."""
+        prefix = f"{INSTANCES_ROOT}/{self.output_prefix}"
+        listed = self._detailed_listing(prefix)
+        if listed is not None:
+            return {name: _custom(entry) for name, entry in listed.items() if "/" not in name}
+        try:
+            keys = self._call("list", prefix, self._kv.list_secrets)["data"]["keys"]
+        except _NotFound:
+            return {}
+        found: dict[str, Mapping[str, str]] = {}
+        for key in keys:
+            if key.endswith("/"):
+                continue
+            try:
+                entry = self._call(
+                    "read metadata of", f"{prefix}/{key}", self._kv.read_secret_metadata
+                )
+            except _NotFound:
+                continue  # withdrawn since listed
+            found[key] = _custom(entry["data"])
+        return found
+
+    def _instance_path(self, instance: str) -> str:
+        return f"{INSTANCES_ROOT}/{self.output_prefix}/{instance}"
+
     # --- plumbing -----------------------------------------------------------------------------
 
-    def _read(self, path: str) -> SecretVersion | None:
+    def _read(
+        self, path: str, *, version: int | None = None, keep_deleted: bool = False
+    ) -> SecretVersion | None:
+        """The current (or the given) version at `path`; None when there is none. With
+        `keep_deleted`, a deleted or destroyed version comes back `deleted`, with its version
+        and custom_metadata (check-and-set must name it, and its issuance log counts)."""
         try:
             response = self._call(
-                "read", path, self._kv.read_secret_version, raise_on_deleted_version=True
+                "read",
+                path,
+                self._kv.read_secret_version,
+                version=version,
+                raise_on_deleted_version=True,
             )
-        except _NotFound:
-            return None
+        except _NotFound as exc:
+            return _deleted_version(exc.body) if keep_deleted else None
         data = response["data"]
         metadata = data.get("metadata") or {}
         return SecretVersion(
@@ -463,17 +548,19 @@ class VaultStore:
         with _mapped(action, f"{self.mount}/{path}"):
             try:
                 return method(path, mount_point=self.mount, **kwargs)
-            except hvac.exceptions.InvalidPath:
-                raise _NotFound from None
+            except hvac.exceptions.InvalidPath as exc:
+                raise _NotFound(body=exc.json) from None
 
 
 class _NotFound(Exception):
     """Internal: the route answered 404. Never leaves this module. `unsupported`: the server
-    does not know the route at all (as opposed to nothing being there)."""
+    does not know the route at all (as opposed to nothing being there); `body`: the answer's
+    JSON (a deleted version's metadata comes with its 404)."""
 
-    def __init__(self, unsupported: bool = False):
+    def __init__(self, unsupported: bool = False, body: Any = None):
         super().__init__()
         self.unsupported = unsupported
+        self.body = body
 
 
 def _output_metadata(data: Mapping[str, Any]) -> OutputMetadata:
@@ -486,6 +573,29 @@ def _output_metadata(data: Mapping[str, Any]) -> OutputMetadata:
         current_version=int(data.get("current_version") or 0),
         custom_metadata=data.get("custom_metadata") or {},
         history=tuple(history),
+    )
+
+
+def _custom(metadata: Mapping[str, Any]) -> Mapping[str, str]:
+    custom = metadata.get("custom_metadata")
+    return custom if isinstance(custom, dict) else {}
+
+
+def _deleted_version(body: Any) -> SecretVersion | None:
+    """The deleted or destroyed version a 404 of a data read describes, if it describes one."""
+    try:
+        metadata = body["data"]["metadata"]
+        version = int(metadata["version"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if version < 1:
+        return None
+    return SecretVersion(
+        data={},
+        version=version,
+        custom_metadata=_custom(metadata),
+        created=_created(metadata),
+        deleted=True,
     )
 
 

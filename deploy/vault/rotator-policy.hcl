@@ -10,9 +10,18 @@ path "secret/metadata/leanix/api-tokens/*" {
   capabilities = ["list"]
 }
 
-# Read API tokens (never write them).
+# Read API tokens (never write them), also an earlier version an output was exchanged from.
 path "secret/data/leanix/api-tokens/*" {
   capabilities = ["read"]
+}
+
+# The periodic check lists every source's current version in one request per folder (OpenBao's
+# detailed metadata listing), so a token job reads a source only when it changed.
+path "secret/detailed-metadata/leanix/api-tokens" {
+  capabilities = ["list"]
+}
+path "secret/detailed-metadata/leanix/api-tokens/*" {
+  capabilities = ["list"]
 }
 
 # Write access tokens with check-and-set, and read them back.
@@ -20,8 +29,8 @@ path "secret/data/leanix/access-tokens/*" {
   capabilities = ["create", "update", "read"]
 }
 
-# custom_metadata (expiry, writer fingerprint), max_versions, and the version history that
-# counts issuances per hour.
+# custom_metadata (expiry, issuance log, the vouch for the version written), max_versions, and
+# the version history that counts issuances per hour.
 path "secret/metadata/leanix/access-tokens/*" {
   capabilities = ["create", "update", "read"]
 }
@@ -54,4 +63,16 @@ path "secret/data/rotator-claims/leanix/access-tokens/*" {
 }
 path "secret/metadata/rotator-claims/leanix/access-tokens/*" {
   capabilities = ["create", "update"]
+}
+
+# The instance registry: each daemon announces itself (custom_metadata only) at every check,
+# lists the others, and withdraws when it stops. Without these, every refresh claims.
+path "secret/metadata/rotator-instances/leanix/access-tokens/*" {
+  capabilities = ["create", "update", "read", "delete", "list"]
+}
+path "secret/metadata/rotator-instances/leanix/access-tokens" {
+  capabilities = ["list"]
+}
+path "secret/detailed-metadata/rotator-instances/leanix/access-tokens" {
+  capabilities = ["list"]
 }

@@ -381,7 +381,7 @@ def test_a_forged_output_alerts_and_is_restored_with_the_held_token_not_a_new_is
     assert firing[0]["severity"] == "critical"
     assert len(_events(webhook, kind, name, "firing")) == 1
     assert len(_sentry_events(envelope_sink, kind, name)) == 1
-    fell_back = "reading outputs one by one" in log.read_text()
+    fell_back = "reading secrets one by one" in log.read_text()
     assert fell_back is (check_by == "reads")
 
 

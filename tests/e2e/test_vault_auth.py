@@ -19,6 +19,7 @@ import pytest
 from rotator import config as config_module
 from rotator.dev.devvault import DevVault
 from rotator.dev.standin import LeanIXStandIn
+from rotator.records import output_key
 from rotator.rotation import write_output
 from rotator.tokens import AccessToken, parse_time
 from rotator.vault import VaultStore
@@ -97,7 +98,7 @@ def test_the_deploy_policy_grants_the_checks_one_request_listing(
     )
     store = VaultStore.connect(config.vault)
     for name in ("acme/prod", "acme/sandbox"):
-        write_output(store, name, _access_token(), None)
+        write_output(store, name, _access_token(), None, output_key("the-api-token"))
 
     listed = store.list_output_metadata()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -33,12 +34,12 @@ class SteppedStore(VaultStore):
             hook()
         return secret
 
-    def _read(self, path: str) -> SecretVersion | None:
+    def _read(self, path: str, **options: Any) -> SecretVersion | None:
         kind = "claim" if path.startswith(CLAIMS_ROOT) else "output"
         if path.startswith(self.source_prefix):
             kind = "source"
         self.reads[kind] += 1
-        return super()._read(path)
+        return super()._read(path, **options)
 
 
 @pytest.fixture

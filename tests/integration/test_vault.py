@@ -13,12 +13,14 @@ import pytest
 from rotator import config as config_module
 from rotator.dev.devvault import DevVault, free_port
 from rotator.errors import VaultAuthError, VaultConflict, VaultError, VaultUnavailable
+from rotator.records import MAC_FIELD, output_key
 from rotator.rotation import release_claim, take_claim, write_output
 from rotator.tokens import AccessToken, parse_output
 from rotator.vault import VaultStore
 from tests.conftest import VaultSpace
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+KEY = output_key("the-api-token")
 
 
 def _token(value: str = "header.payload.signature", lifetime: int = 3599) -> AccessToken:
@@ -66,11 +68,12 @@ def test_read_source_of_a_deleted_secret_is_none(vault_space: VaultSpace) -> Non
 def test_write_output_stores_spec_fields_and_custom_metadata(vault_space: VaultSpace) -> None:
     store = vault_space.store()
 
-    version = write_output(store, "alpha", _token(), None)
+    written = write_output(store, "alpha", _token(), None, KEY)
 
     stored = store.read_output("alpha")
     assert stored is not None
-    assert version == stored.version == 1
+    assert written == replace(stored, created=written.created)
+    assert written.version == 1
     assert set(stored.data) == {
         "access_token",
         "token_type",
@@ -78,7 +81,10 @@ def test_write_output_stores_spec_fields_and_custom_metadata(vault_space: VaultS
         "issued_at",
         "expires_at",
         "source_version",
+        MAC_FIELD,
     }
+    metadata = store.read_output_metadata("alpha")
+    assert metadata is not None and metadata.vouched(KEY)
     assert stored.data["issued_at"] == "2026-11-29T12:00:00Z"
     assert stored.data["expires_at"] == "2026-11-29T12:59:59Z"
     assert stored.custom_metadata["expires_at"] == "2026-11-29T12:59:59Z"
@@ -90,12 +96,12 @@ def test_write_output_with_a_stale_version_is_a_conflict_and_keeps_the_stored_to
     vault_space: VaultSpace,
 ) -> None:
     store = vault_space.store()
-    write_output(store, "alpha", _token("first.token.value"), None)
+    write_output(store, "alpha", _token("first.token.value"), None, KEY)
     stale = store.read_output("alpha")
-    write_output(store, "alpha", _token("second.token.value"), stale)
+    write_output(store, "alpha", _token("second.token.value"), stale, KEY)
 
     with pytest.raises(VaultConflict):
-        write_output(store, "alpha", _token("third.token.value"), stale)
+        write_output(store, "alpha", _token("third.token.value"), stale, KEY)
 
     stored = store.read_output("alpha")
     assert stored is not None
@@ -106,10 +112,10 @@ def test_creating_an_output_that_someone_else_created_is_a_conflict(
     vault_space: VaultSpace,
 ) -> None:
     store = vault_space.store()
-    write_output(store, "alpha", _token(), None)
+    write_output(store, "alpha", _token(), None, KEY)
 
     with pytest.raises(VaultConflict):
-        write_output(store, "alpha", _token("other.token.value"), None)
+        write_output(store, "alpha", _token("other.token.value"), None, KEY)
 
 
 def _issued(value: str, at: datetime) -> AccessToken:
@@ -120,9 +126,9 @@ def test_each_new_token_is_logged_once_as_an_issuance(vault_space: VaultSpace) -
     store = vault_space.store()
     for minute in range(3):
         token = _issued(f"token.number.{minute}", NOW + timedelta(minutes=minute))
-        write_output(store, "alpha", token, store.read_output("alpha"))
+        write_output(store, "alpha", token, store.read_output("alpha"), KEY)
     # The last token written back (after someone overwrote it, say) is no new issuance.
-    write_output(store, "alpha", token, store.read_output("alpha"))
+    write_output(store, "alpha", token, store.read_output("alpha"), KEY)
 
     read_at = NOW + timedelta(minutes=3)
     issuances = store.output_issuances("alpha", read_at)
@@ -136,8 +142,8 @@ def test_each_new_token_is_logged_once_as_an_issuance(vault_space: VaultSpace) -
 
 def test_two_tokens_issued_in_the_same_second_are_two_issuances(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    write_output(store, "alpha", _token("first.token.value"), None)
-    write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"))
+    write_output(store, "alpha", _token("first.token.value"), None, KEY)
+    write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"), KEY)
 
     assert len(store.output_issuances("alpha", NOW)) == 2
 
@@ -159,17 +165,17 @@ def test_an_output_without_an_issuance_log_counts_its_versions(vault_space: Vaul
 
 def test_an_output_rotator_wrote_is_recognised_as_its_own(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    write_output(store, "alpha", _token("first.token.value"), None)
-    write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"))
+    write_output(store, "alpha", _token("first.token.value"), None, KEY)
+    write_output(store, "alpha", _token("second.token.value"), store.read_output("alpha"), KEY)
 
     stored = store.read_output("alpha")
 
-    assert stored is not None and stored.written_by_rotator
+    assert stored is not None and stored.written_by_rotator(KEY)
 
 
 def test_an_output_overwritten_by_someone_else_is_not_rotators(vault_space: VaultSpace) -> None:
     store = vault_space.store()
-    write_output(store, "alpha", _token("first.token.value"), None)
+    write_output(store, "alpha", _token("first.token.value"), None, KEY)
     vault_space.root.secrets.kv.v2.create_or_update_secret(
         f"{vault_space.output_prefix}/alpha",
         secret={**_token("forged.token.value").fields()},
@@ -178,7 +184,7 @@ def test_an_output_overwritten_by_someone_else_is_not_rotators(vault_space: Vaul
 
     stored = store.read_output("alpha")
 
-    assert stored is not None and not stored.written_by_rotator
+    assert stored is not None and not stored.written_by_rotator(KEY)
 
 
 def test_output_keeps_the_requested_number_of_versions(vault_space: VaultSpace) -> None:
@@ -189,6 +195,7 @@ def test_output_keeps_the_requested_number_of_versions(vault_space: VaultSpace) 
             "alpha",
             _token(f"token.number.{number}"),
             store.read_output("alpha"),
+            KEY,
             keep_versions=3,
         )
 
@@ -200,7 +207,7 @@ def test_one_listing_gives_every_outputs_metadata_as_reads_do(vault_space: Vault
     store = vault_space.store()
     names = ["alpha", "beta", "team-a/gamma", "team-a/deep/delta", "zeta"]
     for name in names:
-        write_output(store, name, _token(f"token.for.{name.replace('/', '.')}"), None)
+        write_output(store, name, _token(f"token.for.{name.replace('/', '.')}"), None, KEY)
 
     for page_size in (1000, 2):  # one page per folder, and several
         listed = store.list_output_metadata(page_size=page_size)
@@ -209,15 +216,67 @@ def test_one_listing_gives_every_outputs_metadata_as_reads_do(vault_space: Vault
         assert listed == {name: store.read_output_metadata(name) for name in names}
 
 
-def test_no_outputs_yet_lists_as_none(vault_space: VaultSpace) -> None:
-    assert vault_space.store().list_output_metadata() is None
+def test_no_outputs_yet_list_as_none_at_all(vault_space: VaultSpace) -> None:
+    assert vault_space.store().list_output_metadata() == {}
+
+
+def test_one_listing_gives_every_sources_current_version(vault_space: VaultSpace) -> None:
+    for name in ("alpha", "team-a/beta"):
+        vault_space.write_source(name, {"api_token": "x", "host": "acme.leanix.net"})
+    vault_space.write_source("alpha", {"api_token": "y", "host": "acme.leanix.net"})
+
+    assert vault_space.store().list_source_versions() == {"alpha": 2, "team-a/beta": 1}
+
+
+def test_an_earlier_source_version_is_read_by_number(vault_space: VaultSpace) -> None:
+    vault_space.write_source("alpha", {"api_token": "one", "host": "acme.leanix.net"})
+    vault_space.write_source("alpha", {"api_token": "two", "host": "acme.leanix.net"})
+
+    older = vault_space.store().read_source_version("alpha", 1)
+
+    assert older is not None and (older.version, older.data["api_token"]) == (1, "one")
+    assert vault_space.store().read_source_version("alpha", 7) is None
+
+
+def test_a_deleted_output_reads_as_deleted_with_its_version_and_log(
+    vault_space: VaultSpace,
+) -> None:
+    """Check-and-set over a deleted version must name it, and its issuance log still counts."""
+    store = vault_space.store()
+    write_output(store, "alpha", _token(), None, KEY)
+    vault_space.root.secrets.kv.v2.delete_latest_version_of_secret(
+        f"{vault_space.output_prefix}/alpha", mount_point="secret"
+    )
+
+    deleted = store.read_output("alpha")
+
+    assert deleted is not None and deleted.deleted and deleted.version == 1
+    assert deleted.data == {} and deleted.issuances(NOW) is not None
+    assert write_output(store, "alpha", _token("next.token.value"), deleted, KEY).version == 2
+
+
+def test_the_instance_registry_announces_lists_and_withdraws(vault_space: VaultSpace) -> None:
+    store = vault_space.store()
+    assert store.list_instances() == {}
+
+    store.announce_instance("host-a.1.aa", {"until": "2026-12-01T12:02:10Z"})
+    store.announce_instance("host-b.2.bb", {"until": "2026-12-01T12:03:00Z"})
+    store.announce_instance("host-a.1.aa", {"until": "2026-12-01T12:04:10Z"})
+
+    assert store.list_instances() == {
+        "host-a.1.aa": {"until": "2026-12-01T12:04:10Z"},
+        "host-b.2.bb": {"until": "2026-12-01T12:03:00Z"},
+    }
+    store.withdraw_instance("host-a.1.aa")
+    store.withdraw_instance("host-a.1.aa")  # gone already: nothing to do
+    assert list(store.list_instances()) == ["host-b.2.bb"]
 
 
 def test_without_the_listing_in_its_policy_rotator_reads_one_by_one(
     vault_space: VaultSpace,
 ) -> None:
     vault_space.write_source("alpha", {"api_token": "x", "host": "acme.leanix.net"})
-    write_output(vault_space.store(), "alpha", _token(), None)
+    write_output(vault_space.store(), "alpha", _token(), None, KEY)
     vault_space.root.sys.create_or_update_policy(
         "no-detailed-listing",
         'path "secret/data/*" { capabilities = ["read"] }\n'
@@ -269,7 +328,7 @@ def test_a_write_outside_the_tokens_policy_is_refused(vault_space: VaultSpace) -
     store = VaultStore.connect(config.vault)
 
     with pytest.raises(VaultAuthError, match="permission denied"):
-        write_output(store, "alpha", _token(), None)
+        write_output(store, "alpha", _token(), None, KEY)
 
 
 def test_vault_that_does_not_listen_is_unavailable() -> None:

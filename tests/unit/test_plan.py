@@ -19,13 +19,14 @@ from rotator.plan import (
     Rules,
     Step,
     TokenFacts,
+    moved_look,
     next_look,
     plan_after_conflict,
     plan_check,
     plan_status,
     plan_token,
 )
-from rotator.records import WRITER_ID, Claim, SecretVersion
+from rotator.records import Claim, SecretVersion, output_fields, output_key
 from rotator.sources import Source
 from rotator.tokens import AccessToken
 
@@ -33,6 +34,7 @@ T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 RULES = Rules(refresh_fraction=0.8, max_issuances_per_hour=6, claim_lease=timedelta(seconds=45))
 SOURCE = Source(name="acme", token_url="https://acme.leanix.net/x", version=3, api_token="secret")
+KEY = output_key(SOURCE.api_token)
 
 
 def token(
@@ -49,11 +51,11 @@ def token(
 
 
 def output(tok: AccessToken | None, version: int = 4, *, foreign: bool = False) -> OutputView:
-    """An output as read: rotator's own (its fingerprint announced) unless `foreign`."""
+    """An output as read: rotator's own (its MAC verifies) unless `foreign`."""
     if tok is None:
         return OutputView()
-    metadata = {"written_by": WRITER_ID, "fingerprint": "-" if foreign else tok.fingerprint}
-    return OutputView.of(SecretVersion(tok.fields(), version, metadata))
+    key = output_key("someone else's key") if foreign else KEY
+    return OutputView.of(SecretVersion(output_fields(tok, key), version, {}), KEY)
 
 
 def facts(now: datetime = T0 + timedelta(minutes=10), **fields: object) -> TokenFacts:
@@ -158,12 +160,8 @@ def test_a_token_that_needs_a_refresh_is_claimed_with_the_reason(
 
 
 def test_an_unreadable_output_of_rotators_own_is_replaced() -> None:
-    secret = SecretVersion({"access_token": "h.claims.sig"}, 4, {"written_by": WRITER_ID})
-    broken = OutputView.of(
-        replace(
-            secret, custom_metadata={**secret.custom_metadata, "fingerprint": token().fingerprint}
-        )
-    )
+    fields = output_fields(token(), KEY)
+    broken = OutputView.of(SecretVersion({**fields, "expires_in": "soon"}, 4, {}), KEY)
 
     assert not broken.readable and not broken.foreign
     assert plan(output=broken).reason is Reason.UNREADABLE
@@ -279,6 +277,68 @@ def test_claimed_elsewhere_without_a_token_is_failing() -> None:
     result = plan(output=OutputView(), claimed_elsewhere=True)
 
     assert (result.state, result.reason) == (State.FAILING, Reason.CLAIMED_ELSEWHERE)
+
+
+def test_alone_a_due_token_is_exchanged_without_a_claim() -> None:
+    result = plan(now=DUE, claims=False)
+
+    assert (result.step, result.reason, result.issuances) == (Step.EXCHANGE, Reason.DUE, 1)
+
+
+def test_a_newcomer_holds_a_due_refresh_back_until_its_wait_ends() -> None:
+    due_at = plan().at
+    assert due_at is not None
+    until = due_at + timedelta(minutes=2)
+
+    waiting = plan(now=due_at, wait_until=until)
+
+    assert (waiting.step, waiting.state, waiting.reason, waiting.at) == (
+        Step.REPORT,
+        State.FRESH,
+        Reason.NEWCOMER,
+        until,
+    )
+    assert plan(now=until, wait_until=until).step is Step.CLAIM
+    assert plan(now=due_at, wait_until=until, force=True).step is Step.CLAIM
+
+
+def test_a_newcomer_never_waits_past_a_third_of_the_time_left_after_the_refresh_time() -> None:
+    """Sooner than another instance's deference (half of it): the preferred one goes first."""
+    due_at = plan().at
+    assert due_at is not None
+    limit = due_at + (T0 + HOUR - due_at) / 3
+
+    assert plan(now=due_at, wait_until=T0 + 2 * HOUR).at == limit
+    assert plan(now=limit, wait_until=T0 + 2 * HOUR).step is Step.CLAIM
+
+
+def test_a_newcomer_never_holds_back_a_missing_or_expired_token() -> None:
+    later = T0 + 3 * HOUR
+
+    assert plan(output=OutputView(), wait_until=later).step is Step.CLAIM
+    assert plan(now=T0 + 2 * HOUR, wait_until=later).step is Step.CLAIM
+
+
+def test_a_fresh_token_is_not_held_up_by_a_newcomers_wait() -> None:
+    result = plan(wait_until=DUE)
+
+    assert (result.state, result.reason) == (State.FRESH, Reason.FRESH)
+
+
+def test_a_token_another_instance_is_preferred_for_is_due_later() -> None:
+    due_at = plan().at
+    assert due_at is not None
+
+    deferred = plan(now=due_at, defer=timedelta(minutes=2))
+    capped = plan(defer=HOUR).at  # at most half the time left before it expires
+
+    assert (deferred.state, deferred.at) == (State.FRESH, due_at + timedelta(minutes=2))
+    assert capped == due_at + (T0 + HOUR - due_at) / 2
+    assert plan(now=due_at + timedelta(minutes=2), defer=timedelta(minutes=2)).step is Step.CLAIM
+
+
+def test_a_missing_output_is_not_deferred() -> None:
+    assert plan(output=OutputView(), defer=HOUR).step is Step.CLAIM
 
 
 def test_under_a_claim_settled_at_the_version_read_the_token_is_exchanged_at_once() -> None:
@@ -442,8 +502,22 @@ def test_an_absent_output_is_version_0_readable_and_not_foreign() -> None:
         True,
         False,
         None,
-        None,
+        (),  # nothing was ever issued to it
     )
+
+
+def test_a_deleted_output_keeps_its_version_and_issuance_log_and_is_missing() -> None:
+    logged = output(token(), version=5).secret
+    assert logged is not None
+    deleted = OutputView.of(SecretVersion({}, 6, {"issuances": "x"}, deleted=True))
+
+    assert (deleted.version, deleted.foreign, deleted.token, deleted.readable) == (
+        6,
+        False,
+        None,
+        True,
+    )
+    assert plan(output=deleted).reason is Reason.MISSING
 
 
 def test_a_foreign_token_is_read_but_never_trusted() -> None:
@@ -490,6 +564,32 @@ def test_a_check_puts_a_lost_job_back() -> None:
 def test_a_check_pulls_a_token_forward_when_its_output_changed() -> None:
     assert check(version=5) is Look.CHANGED
     assert check(version=0) is Look.CHANGED  # deleted
+
+
+def test_a_check_pulls_a_token_forward_when_its_source_moved() -> None:
+    assert check(source_moved=True) is Look.CHANGED
+    assert check(source_moved=True, running=True) is Look.KEEP
+
+
+def test_a_check_keeps_a_version_this_process_wrote_or_read() -> None:
+    assert check(version=5, known_version=5) is Look.KEEP
+
+
+def test_a_check_reschedules_by_another_instances_vouched_version_without_a_look() -> None:
+    assert check(version=5, known_version=4, vouched=True) is Look.MOVED
+    assert check(version=5, vouched=True, expires_at=T0) is Look.CHANGED  # expired: look
+    assert check(version=5, known_version=4) is Look.CHANGED  # not vouched: maybe foreign
+
+
+def test_a_moved_token_is_looked_at_when_its_new_version_is_due() -> None:
+    issued = T0 + timedelta(minutes=10)
+    stored = token(issued)
+
+    plain = moved_look("acme", issued, issued + HOUR, timedelta(0), RULES)
+    later = moved_look("acme", issued, issued + HOUR, timedelta(minutes=2), RULES)
+
+    assert plain == next_look(facts(), stored, RULES)
+    assert later == plain + timedelta(minutes=2)
 
 
 def test_the_first_check_takes_the_version_it_sees_as_known() -> None:

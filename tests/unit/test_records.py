@@ -7,18 +7,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from rotator.records import (
+    MAC_FIELD,
     MAX_CLAIM_LEASE,
-    NO_FINGERPRINT,
     RELEASED_UNTIL,
+    VOUCH_KEY,
     WRITER_ID,
     Claim,
     OutputMetadata,
     SecretVersion,
-    announce,
     claim_lease,
     claim_record,
     claim_taken,
     is_claimed_by_another,
+    output_fields,
+    output_key,
     record,
     release_record,
     settled_output_version,
@@ -26,6 +28,8 @@ from rotator.records import (
 from rotator.tokens import ISSUANCE_LOG_KEY, ISSUANCE_LOGGED_KEY, MAX_CLOCK_SKEW, AccessToken
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+KEY = output_key("the-api-token")
+OTHER_KEY = output_key("another-api-token")
 
 
 def token(value: str = "first.token.sig", issued_at: datetime = T0) -> AccessToken:
@@ -33,93 +37,130 @@ def token(value: str = "first.token.sig", issued_at: datetime = T0) -> AccessTok
 
 
 def written(
-    tok: AccessToken, version: int = 1, previous: AccessToken | None = None
+    tok: AccessToken, version: int = 1, previous: AccessToken | None = None, key: bytes = KEY
 ) -> SecretVersion:
     """An output as rotator's write protocol leaves it."""
-    metadata = record(announce(None, previous or tok), previous or tok)
+    metadata: dict[str, str] = {}
     if previous is not None:
-        metadata = record(announce(SecretVersion(previous.fields(), 1, metadata), tok), tok)
-    return SecretVersion(tok.fields(), version, metadata)
+        metadata = record(metadata, previous, version - 1, key)
+    return SecretVersion(output_fields(tok, key), version, record(metadata, tok, version, key))
+
+
+def listed(secret: SecretVersion) -> OutputMetadata:
+    """`secret`'s metadata as the check's listing shows it."""
+    return OutputMetadata(secret.version, secret.custom_metadata, ())
 
 
 # --- ownership ------------------------------------------------------------------------------------
 
 
 def test_an_output_rotator_wrote_is_its_own() -> None:
-    assert written(token()).written_by_rotator
+    assert written(token()).written_by_rotator(KEY)
 
 
-def test_an_output_whose_data_someone_replaced_is_foreign() -> None:
+def test_the_mac_is_of_the_token_and_never_the_token() -> None:
+    data = output_fields(token(), KEY)
+
+    assert data == {**token().fields(), MAC_FIELD: data[MAC_FIELD]}
+    assert token().access_token not in data[MAC_FIELD]
+    assert output_fields(token(), OTHER_KEY)[MAC_FIELD] != data[MAC_FIELD]
+
+
+def test_an_output_whose_token_someone_replaced_is_foreign() -> None:
     ours = written(token())
     forged = SecretVersion({**ours.data, "access_token": "forged.value"}, 2, ours.custom_metadata)
 
-    assert not forged.written_by_rotator
+    assert not forged.written_by_rotator(KEY)
 
 
-def test_an_output_without_rotators_metadata_is_foreign() -> None:
-    assert not SecretVersion(token().fields(), 1, {}).written_by_rotator
+def test_a_mac_made_with_another_key_or_an_unknown_one_is_foreign() -> None:
+    ours = written(token(), key=OTHER_KEY)
+
+    assert not ours.written_by_rotator(KEY)
+    assert not ours.written_by_rotator(None)
+
+
+def test_a_mac_that_is_not_text_is_foreign() -> None:
+    ours = written(token())
+
+    assert not SecretVersion({**ours.data, MAC_FIELD: 7}, 1, {}).written_by_rotator(KEY)
+
+
+def test_an_output_without_a_mac_or_rotators_metadata_is_foreign() -> None:
+    assert not SecretVersion(token().fields(), 1, {}).written_by_rotator(KEY)
     other = {"written_by": "someone-else", "fingerprint": token().fingerprint}
-    assert not SecretVersion(token().fields(), 1, other).written_by_rotator
+    assert not SecretVersion(token().fields(), 1, other).written_by_rotator(KEY)
 
 
-def test_a_write_seen_half_way_is_still_rotators_own() -> None:
-    """Announced but not yet written: the data still holds the previous token."""
-    first = written(token())
-    announced = announce(first, token("second.token.sig"))
+def test_an_output_an_older_rotator_announced_is_its_own_until_written_again() -> None:
+    """Before MACs, rotator announced the token's fingerprint in the metadata first."""
+    legacy = {"written_by": WRITER_ID, "fingerprint": "x", "previous_fingerprint": "-"}
+    announced = {**legacy, "fingerprint": token().fingerprint}
 
-    half_way = SecretVersion(first.data, 1, announced)
-
-    assert half_way.written_by_rotator
-    assert SecretVersion(token("second.token.sig").fields(), 2, announced).written_by_rotator
-
-
-def test_restoring_over_a_forgery_never_announces_the_forged_value() -> None:
-    ours = written(token())
-    forged = SecretVersion({**ours.data, "access_token": "forged.value"}, 2, ours.custom_metadata)
-
-    announced = announce(forged, token("restored.token.sig"))
-
-    assert announced["previous_fingerprint"] == token().fingerprint
-    assert not SecretVersion(forged.data, 2, announced).written_by_rotator
+    assert SecretVersion(token().fields(), 1, announced).written_by_rotator(None)
+    assert not SecretVersion({"note": "no token"}, 1, legacy).written_by_rotator(None)
+    assert "fingerprint" not in record(announced, token(), 2, KEY)
 
 
-def test_the_first_write_announces_no_previous_token() -> None:
-    announced = announce(None, token())
-
-    assert announced == {
-        "written_by": WRITER_ID,
-        "fingerprint": token().fingerprint,
-        "previous_fingerprint": NO_FINGERPRINT,
-    }
+def test_a_deleted_output_is_nobodys_forgery() -> None:
+    assert SecretVersion({}, 3, {}, deleted=True).written_by_rotator(None)
 
 
-def test_a_placeholder_fingerprint_never_makes_an_output_rotators() -> None:
-    metadata = {"written_by": WRITER_ID, "fingerprint": "x", "previous_fingerprint": "-"}
+def test_the_version_an_output_was_exchanged_from() -> None:
+    assert written(token()).source_version == 1
+    assert SecretVersion({"source_version": True}, 1, {}).source_version is None
 
-    assert not SecretVersion({"note": "no token"}, 1, metadata).written_by_rotator
+
+# --- vouching from metadata -----------------------------------------------------------------------
+
+
+def test_metadata_vouches_for_the_version_rotator_wrote() -> None:
+    metadata = listed(written(token(), 4))
+
+    assert metadata.vouched_source_version == 1
+    assert metadata.vouched(KEY)
+    assert not metadata.vouched(OTHER_KEY)
+    assert not metadata.vouched(None)
+
+
+def test_a_newer_version_than_vouched_for_is_not_vouched() -> None:
+    """Someone wrote the data after rotator (the metadata stays as rotator left it)."""
+    ours = written(token(), 4)
+
+    assert not OutputMetadata(5, ours.custom_metadata, ()).vouched(KEY)
+
+
+def test_changed_times_or_a_garbled_vouch_are_not_vouched() -> None:
+    ours = written(token(), 4).custom_metadata
+
+    later = {**ours, "expires_at": "2026-11-29T23:00:00Z"}
+    assert not OutputMetadata(4, later, ()).vouched(KEY)
+    for garbled in ("", "1.4", "x.4.abc", "1.4.abc"):
+        assert not OutputMetadata(4, {**ours, VOUCH_KEY: garbled}, ()).vouched(KEY), garbled
+    assert not OutputMetadata(4, {VOUCH_KEY: ours[VOUCH_KEY]}, ()).vouched(KEY)
 
 
 # --- the recorded metadata ------------------------------------------------------------------------
 
 
-def test_record_keeps_the_announcement_and_adds_expiry_and_the_issuance() -> None:
-    announced = announce(None, token())
+def test_record_adds_expiry_the_issuance_and_the_vouch() -> None:
+    recorded = record({"team": "kept"}, token(), 1, KEY)
 
-    recorded = record(announced, token())
-
+    assert recorded["team"] == "kept"
+    assert recorded["written_by"] == WRITER_ID
     assert recorded["issued_at"] == "2026-11-29T12:00:00Z"
     assert recorded["expires_at"] == "2026-11-29T12:59:59Z"
     assert recorded[ISSUANCE_LOGGED_KEY] == token().fingerprint
+    assert recorded[VOUCH_KEY].startswith("1.1.")
     assert SecretVersion({}, 1, recorded).issuances(T0) == (
         T0 + timedelta(minutes=1) + MAX_CLOCK_SKEW,
     )
-    assert {key: recorded[key] for key in announced} == announced
 
 
 def test_writing_the_same_token_back_is_no_new_issuance() -> None:
-    once = record(announce(None, token()), token())
+    once = record({}, token(), 1, KEY)
 
-    again = record(announce(SecretVersion(token().fields(), 1, once), token()), token())
+    again = record(once, token(), 2, KEY)
 
     assert again[ISSUANCE_LOG_KEY] == once[ISSUANCE_LOG_KEY]
 
@@ -133,7 +174,7 @@ def test_each_new_token_is_one_more_issuance() -> None:
 
 
 def test_metadata_knows_the_recorded_expiry_and_counts_by_log_or_history() -> None:
-    recorded = record(announce(None, token()), token())
+    recorded = record({}, token(), 1, KEY)
     history = (T0 - timedelta(minutes=3), T0)
 
     assert OutputMetadata(1, recorded, history).expires_at == T0 + timedelta(seconds=3599)
