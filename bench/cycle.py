@@ -160,6 +160,7 @@ def main() -> int:
     imported = time.perf_counter()
     config = config_module.load(args.config, os.environ)
     rotator = build_rotator(config)  # connects and looks up its Vault token
+    rotator.join_once()  # as `rotator rotate` does: claims only if a daemon is live
     connected = time.perf_counter()
     names = rotator.discover()
     discovered = time.perf_counter()
