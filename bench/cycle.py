@@ -38,7 +38,7 @@ from typing import Any  # noqa: E402
 
 from rotator import config as config_module  # noqa: E402
 from rotator.cli import configure_logging  # noqa: E402
-from rotator.service import build_rotator  # noqa: E402
+from rotator.wiring import build_rotator  # noqa: E402
 
 JSON_TOP = 15
 

@@ -27,9 +27,9 @@ from rotator.outcome import ApiTokenOutcome, Replacement
 from rotator.redact import install_filter
 from rotator.replacement import ApiTokens
 from rotator.rotation import Rotator
-from rotator.service import build_api_tokens, build_rotator, run_service
 from rotator.sources import is_valid_name
 from rotator.vault import VaultStore
+from rotator.wiring import build_api_tokens, build_rotator
 
 logger = logging.getLogger("rotator")
 
@@ -177,6 +177,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return _audit(args, config)
     rotator = build_rotator(config)
     if args.verb == "run":
+        from rotator.service import run_service  # noqa: PLC0415 (the daemon's stack: `run` alone)
+
         return run_service(config, rotator)
     keeper = build_api_tokens(rotator)
     if args.verb in ("check", "rotate", "replace-api-token"):

@@ -18,23 +18,25 @@ Guarantees, each enforced here and nowhere else:
   or log line;
 - no cookie is ever stored or sent: one tenant's answer cannot follow another tenant's request;
 - transport errors become rotator's own (`errors.py`), classified for retrying.
+
+The transport (pools, proxies, trust, the capped body read) is `leanixhttp.py`, shared with MTM.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
-import http.cookiejar
 import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import urlencode
 
-import requests
+import urllib3
 import urllib3.exceptions
 
-from rotator.deadlines import WATCHDOG, Deadline, Watchdog, install
+from rotator.deadlines import WATCHDOG, Deadline, Watchdog
 from rotator.errors import (
     ApiTokenRejected,
     IdPUnavailable,
@@ -43,7 +45,14 @@ from rotator.errors import (
     RedirectRefused,
     RequestRefused,
 )
-from rotator.httpenv import environ_proxies
+from rotator.leanixhttp import (
+    BodyCutOff,
+    BodyTooLarge,
+    BodyTooSlow,
+    LeanIXHTTP,
+    done,
+    read_capped,
+)
 from rotator.sources import Source, check_destination
 from rotator.tokens import AccessToken, parse_token_response
 
@@ -51,12 +60,11 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 DEADLINE_FACTOR = 2.0  # the whole exchange, against `timeout` for each connect and read
-USER_AGENT = "rotator/0.1"
 _OAUTH_ERROR_CODE = re.compile(r'"error"\s*:\s*"([a-z_]{1,40})"')
 
 
 class TokenExchanger:
-    """Exchanges API tokens for access tokens over one pooled HTTP session."""
+    """Exchanges API tokens for access tokens over one pooled transport (`leanixhttp.py`)."""
 
     def __init__(
         self,
@@ -64,24 +72,21 @@ class TokenExchanger:
         insecure_http_hosts: tuple[str, ...],
         timeout: float,
         pool_size: int = 8,
-        session: requests.Session | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         environ: Mapping[str, str] = os.environ,
         watchdog: Watchdog = WATCHDOG,
     ) -> None:
-        """`session`: for tests; its adapters are replaced by deadline-aware ones unless they
-        are (`deadlines.install`), and it stores no cookies."""
+        """`environ`: proxies and the CA bundle (`leanixhttp.LeanIXHTTP`)."""
         self._allowed = allowed_hosts
         self._insecure = insecure_http_hosts
         self._timeout = timeout
         self.deadline_seconds = DEADLINE_FACTOR * timeout
         self._clock = clock
         self._watchdog = watchdog
-        self._session = leanix_session(pool_size, environ, session)
-        self._proxies = ProxyCache(environ)
+        self._http = LeanIXHTTP(pool_size, environ)
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def exchange(self, source: Source) -> AccessToken:
         """Exchange `source.api_token` at `source.token_url`; returns the validated access token.
@@ -107,30 +112,35 @@ class TokenExchanger:
         form = {"grant_type": "client_credentials"}
         if source.scope:
             form["scope"] = source.scope
+        credentials = f"{source.client_id}:{source.api_token}".encode("latin-1")
+        headers = {
+            "Authorization": f"Basic {base64.b64encode(credentials).decode()}",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        }
         try:
-            response = self._session.post(
-                source.token_url,
-                data=form,
-                auth=(source.client_id, source.api_token),
-                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
-                timeout=(self._timeout, self._timeout),
-                allow_redirects=False,
-                stream=True,
-                proxies=self._proxies.get(source.token_url),
+            response = self._http.request(
+                "POST", source.token_url, headers, self._timeout, body=urlencode(form)
             )
-        except requests.exceptions.Timeout:
-            raise IdPUnavailable(
-                f"token endpoint for {source.name!r} did not answer in time"
-            ) from None
-        except requests.exceptions.SSLError:
+        except urllib3.exceptions.SSLError:
             raise IdPUnavailable(
                 f"TLS with the token endpoint for {source.name!r} failed"
             ) from None
-        except requests.exceptions.RequestException as exc:
+        except urllib3.exceptions.NewConnectionError:  # before TimeoutError: a subclass
+            raise IdPUnavailable(
+                f"cannot reach the token endpoint for {source.name!r} (cannot connect)"
+            ) from None
+        except urllib3.exceptions.TimeoutError:
+            raise IdPUnavailable(
+                f"token endpoint for {source.name!r} did not answer in time"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise IdPUnavailable(
                 f"cannot reach the token endpoint for {source.name!r} ({type(exc).__name__})"
             ) from None
-        with response:
+        complete = False
+        try:
             if deadline.expired:
                 # Cut mid-headers, http.client takes the end of the stream for the end of the
                 # headers: the status line alone is no answer.
@@ -138,7 +148,7 @@ class TokenExchanger:
             # Whole seconds, as the output secret stores it: the token rotator holds in memory
             # and the one it reads back from Vault must schedule identically.
             issued_at = self._clock().replace(microsecond=0)
-            status = response.status_code
+            status = response.status
             what = f"token endpoint answered {status} for {source.name!r}"
             if 300 <= status < 400:
                 raise RedirectRefused(f"{what}: a redirect, which a token never follows")
@@ -150,10 +160,13 @@ class TokenExchanger:
             if status >= 500 or status == 408:
                 raise IdPUnavailable(what)
             body = self._read_body(response, deadline, source.name)
+            complete = True
             if deadline.expired:  # cut just as the body ended: it may be incomplete
                 raise IdPUnavailable(f"token endpoint answer for {source.name!r} was cut off")
             if status != 200:
                 raise RequestRefused(f"{what}{_oauth_error(body)}", status)
+        finally:
+            done(response, complete)
         return parse_token_response(
             body,
             issued_at=issued_at,
@@ -161,7 +174,9 @@ class TokenExchanger:
             require_jwt=source.issues_jwts,
         )
 
-    def _read_body(self, response: requests.Response, deadline: Deadline, name: str) -> bytes:
+    def _read_body(
+        self, response: urllib3.BaseHTTPResponse, deadline: Deadline, name: str
+    ) -> bytes:
         what = f"token endpoint answer for {name!r}"
         try:
             return read_capped(response, MAX_BODY_BYTES, deadline)
@@ -171,79 +186,6 @@ class TokenExchanger:
             raise IdPUnavailable(f"{what} took too long") from None
         except BodyCutOff as exc:
             raise IdPUnavailable(f"{what} was cut off ({exc})") from None
-
-
-# --- the transport rules of every request to LeanIX (the token endpoint and MTM) -----------------
-
-
-def leanix_session(
-    pool_size: int, environ: Mapping[str, str], session: requests.Session | None = None
-) -> requests.Session:
-    """A pooled session held to rotator's transport rules: deadline-aware adapters without
-    retries (`deadlines.install`), no cookies, no environment lookups per request. `session`:
-    for tests (its adapters are replaced unless they are deadline-aware already)."""
-    if session is None:
-        session = requests.Session()
-        # REQUESTS_CA_BUNDLE, as requests would honour it with trust_env on.
-        bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
-        session.verify = bundle or True
-    install(session, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    # Answers from one tenant (a load balancer's affinity cookie, say) must not ride along with
-    # the next tenant's request.
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    session.cookies.clear()
-    session.headers["User-Agent"] = USER_AGENT
-    # trust_env off: requests would otherwise re-read the whole environment for proxies on every
-    # request (a quarter of rotator's CPU in a profile). Proxies from HTTPS_PROXY / NO_PROXY are
-    # resolved once per host instead (`ProxyCache`); ~/.netrc is never consulted.
-    session.trust_env = False
-    return session
-
-
-class ProxyCache:
-    """The environment's proxies per scheme and host, resolved once per pair."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        self._proxies: dict[str, dict[str, str]] = {}
-
-    def get(self, url: str) -> dict[str, str]:
-        parts = urlsplit(url)
-        key = f"{parts.scheme}://{parts.hostname}"
-        if key not in self._proxies:
-            self._proxies[key] = environ_proxies(url, self._environ)
-        return self._proxies[key]
-
-
-class BodyTooLarge(Exception):
-    """The answer's body is larger than the caller accepts."""
-
-
-class BodyTooSlow(Exception):
-    """The deadline passed while the body was read."""
-
-
-class BodyCutOff(Exception):
-    """The connection ended in the middle of the body; the message names the transport error."""
-
-
-def read_capped(response: requests.Response, limit: int, deadline: Deadline) -> bytes:
-    """At most `limit` bytes of the (decoded) body, read before the deadline (the watchdog cuts
-    the connection then, which ends a blocked read at once). Raises `BodyTooLarge`,
-    `BodyTooSlow` or `BodyCutOff`, which the caller turns into its own errors."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while chunk := response.raw.read1(8192, decode_content=True):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            if deadline.expired:
-                raise BodyTooSlow
-            chunks.append(chunk)
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise BodyCutOff(type(exc).__name__) from None
-    return b"".join(chunks)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

@@ -2,7 +2,7 @@
 only module that talks to MTM (`https://{host}/services/mtm/v1`, SPEC "API-token lifecycle").
 
 Every request carries the admin source's access token as `Authorization: Bearer` and follows the
-IdP adapter's transport rules (`exchange.leanix_session`): an allowlisted host, https unless
+IdP adapter's transport rules (`leanixhttp.py`): an allowlisted host, https unless
 allowed plain, no redirects, a connect and read timeout and one overall deadline, a bounded
 answer, no cookies. An answer's body is never quoted in an error or log line: the one of
 `replaceToken` holds the new API token, which is registered with the redactor before anything
@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
+import urllib3.exceptions
 
 from rotator.deadlines import WATCHDOG, Deadline, Watchdog
 from rotator.errors import HostNotAllowed, MtmRefused, MtmUnavailable, TechnicalUserMissing
-from rotator.exchange import (
-    DEADLINE_FACTOR,
+from rotator.exchange import DEADLINE_FACTOR
+from rotator.leanixhttp import (
     BodyCutOff,
     BodyTooLarge,
     BodyTooSlow,
-    ProxyCache,
-    leanix_session,
+    LeanIXHTTP,
+    done,
     read_capped,
 )
 from rotator.redact import SECRETS
@@ -61,7 +61,7 @@ class TechnicalUser:
 
 
 class MtmClient:
-    """Technical users at MTM over one pooled session."""
+    """Technical users at MTM over one pooled transport (`leanixhttp.py`)."""
 
     def __init__(
         self,
@@ -69,7 +69,6 @@ class MtmClient:
         insecure_http_hosts: tuple[str, ...],
         timeout: float,
         pool_size: int = 4,
-        session: requests.Session | None = None,
         environ: Mapping[str, str] = os.environ,
         watchdog: Watchdog = WATCHDOG,
     ) -> None:
@@ -78,11 +77,10 @@ class MtmClient:
         self._timeout = timeout
         self.deadline_seconds = DEADLINE_FACTOR * timeout
         self._watchdog = watchdog
-        self._session = leanix_session(pool_size, environ, session)
-        self._proxies = ProxyCache(environ)
+        self._http = LeanIXHTTP(pool_size, environ)
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def technical_user(self, base: str, bearer: str, user_id: str, *, name: str) -> TechnicalUser:
         """`GET {base}/technicalusers/{user_id}`. `name` is the source it is for (messages)."""
@@ -156,28 +154,24 @@ class MtmClient:
     ) -> dict[str, Any]:
         """`of_user`: the URL names a technical user, so a 404 means MTM does not know it (for
         the listing, a 404 says only that MTM is not there: a refusal)."""
+        headers = {
+            "Authorization": f"Bearer {bearer}",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        }
         try:
-            response = self._session.request(
-                method,
-                url,
-                headers={
-                    "Authorization": f"Bearer {bearer}",
-                    "Accept": "application/json",
-                    "Accept-Encoding": "identity",
-                },
-                timeout=(self._timeout, self._timeout),
-                allow_redirects=False,
-                stream=True,
-                proxies=self._proxies.get(url),
-            )
-        except requests.exceptions.Timeout:
+            response = self._http.request(method, url, headers, self._timeout)
+        except urllib3.exceptions.NewConnectionError:  # before TimeoutError: a subclass
+            raise MtmUnavailable(f"{what}: cannot reach MTM (cannot connect)") from None
+        except urllib3.exceptions.TimeoutError:
             raise MtmUnavailable(f"{what}: no answer in time") from None
-        except requests.exceptions.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise MtmUnavailable(f"{what}: cannot reach MTM ({type(exc).__name__})") from None
-        with response:
+        complete = False
+        try:
             if deadline.expired:
                 raise MtmUnavailable(f"{what}: cut off")
-            status = response.status_code
+            status = response.status
             if status == 404 and of_user:
                 raise TechnicalUserMissing(f"{what}: MTM does not know the technical user")
             if status in (401, 403):
@@ -192,6 +186,9 @@ class MtmClient:
                 raise MtmUnavailable(f"{what}: the answer exceeds {MAX_BODY_BYTES} bytes") from None
             except (BodyTooSlow, BodyCutOff):
                 raise MtmUnavailable(f"{what}: the answer was cut off") from None
+            complete = True
+        finally:
+            done(response, complete)
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):

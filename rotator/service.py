@@ -1,7 +1,7 @@
 """Assembling the daemon from a config, rebuilding it on SIGHUP, and taking it apart in order.
 
-`build_rotator` wires the Vault and IdP adapters. A `Service` adds the monitor (alerts and
-metrics), the alert sinks, Sentry and the `/metrics` server; `run` runs until a signal, then
+`wiring.build_rotator` wires the Vault and IdP adapters. A `Service` adds the monitor (alerts
+and metrics), the alert sinks, Sentry and the `/metrics` server; `run` runs until a signal, then
 shuts down in this order: drain the scheduler, stop the HTTP server, deliver queued alerts,
 flush Sentry.
 
@@ -28,51 +28,15 @@ from rotator import sentry
 from rotator.config import Config
 from rotator.daemon import Daemon, run_forever
 from rotator.errors import ConfigError, VaultError
-from rotator.exchange import TokenExchanger
 from rotator.metrics import MetricsServer, RotatorMetrics
 from rotator.monitor import Monitor
-from rotator.mtm import MtmClient
 from rotator.notify import AlertmanagerSink, Notifier, Sink, WebhookSink
 from rotator.redact import SECRETS
-from rotator.replacement import ApiTokens
 from rotator.rotation import Rotator
 from rotator.systemd import SystemdNotifier
-from rotator.vault import VaultStore
+from rotator.wiring import build_api_tokens, build_rotator
 
 logger = logging.getLogger(__name__)
-
-
-def build_rotator(config: Config, previous: Rotator | None = None) -> Rotator:
-    """Wire the adapters for `config`. Raises VaultError / ConfigError from the Vault login.
-
-    With `previous` (a reload), the new rotator takes over its memory (failures, backoff, held
-    tokens), exchange hook and instance id, so a reload neither forgets a backoff nor re-issues
-    a token it holds."""
-    workers = config.exchange.max_workers
-    store = VaultStore.connect(config.vault, pool_size=workers + 2)
-    exchanger = TokenExchanger(
-        config.exchange.allowed_hosts,
-        config.exchange.insecure_http_hosts,
-        config.exchange.timeout_seconds,
-        pool_size=workers,
-    )
-    if previous is None:
-        return Rotator(config, store, exchanger)
-    return Rotator(
-        config,
-        store,
-        exchanger,
-        memory=previous.memory,
-        on_exchange=previous.on_exchange,
-        instance_id=previous.instance_id,
-    )
-
-
-def build_api_tokens(rotator: Rotator) -> ApiTokens:
-    """The keeper of `rotator`'s long-lived API tokens, with its own MTM client."""
-    exchange = rotator.config.exchange
-    mtm = MtmClient(exchange.allowed_hosts, exchange.insecure_http_hosts, exchange.timeout_seconds)
-    return ApiTokens(rotator, mtm)
 
 
 def build_notifier(config: Config, host: str, with_sentry: bool) -> Notifier | None:

@@ -24,8 +24,9 @@ from rotator.dev.devvault import DevVault, free_port
 from rotator.dev.standin import LeanIXStandIn
 from rotator.outcome import State
 from rotator.redact import install_filter
-from rotator.service import build_rotator, run_service
+from rotator.service import run_service
 from rotator.tokens import format_time
+from rotator.wiring import build_rotator
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -98,9 +97,9 @@ class Rig:
         timeout: float = 5.0,
         allowed: tuple[str, ...] = LOOPBACK,
         insecure: tuple[str, ...] = LOOPBACK,
-        session: requests.Session | None = None,
+        environ: dict[str, str] | None = None,
     ) -> TokenExchanger:
-        exchanger = TokenExchanger(allowed, insecure, timeout=timeout, session=session)
+        exchanger = TokenExchanger(allowed, insecure, timeout=timeout, environ=environ or {})
         self.exchangers.append(exchanger)
         return exchanger
 
@@ -584,12 +583,7 @@ def tls(tmp_path: Path) -> Tls:
 def test_https_with_a_trusted_self_signed_certificate_succeeds(
     rig: Rig, tls: Tls, standin_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # requests lets these variables override `session.verify` (psf/requests#3829).
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    session = requests.Session()
-    session.verify = str(tls.cert)
-    exchanger = rig.exchanger(insecure=(), session=session)
+    exchanger = rig.exchanger(insecure=(), environ={"REQUESTS_CA_BUNDLE": str(tls.cert)})
     with LeanIXStandIn(private_key=standin_key, ssl_context=tls.server) as secure:
         api_token = rig.token(register=False)
         secure.add_token(api_token)
@@ -636,11 +630,9 @@ def test_an_idp_dripping_its_headers_over_https_fails_at_the_deadline(
     rig: Rig, tls: Tls, standin_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cutting the socket also ends a read blocked inside TLS."""
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    session = requests.Session()
-    session.verify = str(tls.cert)
-    exchanger = rig.exchanger(insecure=(), session=session, timeout=0.5)
+    exchanger = rig.exchanger(
+        insecure=(), environ={"REQUESTS_CA_BUNDLE": str(tls.cert)}, timeout=0.5
+    )
     with LeanIXStandIn(private_key=standin_key, ssl_context=tls.server) as secure:
         api_token = rig.token(register=False)
         secure.add_token(api_token)
