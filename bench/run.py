@@ -155,8 +155,8 @@ def parse_options(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     parser.add_argument(
         "--steady-interval",
         type=float,
-        default=5.0,
-        help="schedule.check_interval_seconds of the steady-state runs (5)",
+        default=Options.steady_interval,
+        help="schedule.check_interval_seconds of the steady-state runs (1)",
     )
     parser.add_argument(
         "--steady-generations",

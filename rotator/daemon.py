@@ -2,7 +2,8 @@
 
 Jobs:
 - one date-triggered job per token (id `token:<name>`) on the `exchange` executor, whose pool
-  size is `max_workers`: that pool is what bounds exchanges in flight. Each run refreshes the
+  has `rotation.worker_threads` threads, of which at most `max_workers` are at the IdP at once
+  (`Rotator.exchange_slots`). Each run refreshes the
   token if due and re-adds itself for the time the policy names, so every token is acted on at its
   own time rather than at the next sweep;
 - `discover` every `discovery_interval_seconds`: new tokens get a job at once, removed ones lose it;
@@ -52,7 +53,7 @@ from rotator.plan import Look, moved_look, plan_check
 from rotator.policy import VaultTokenAction
 from rotator.records import OutputMetadata
 from rotator.replacement import ApiTokens
-from rotator.rotation import Rotator
+from rotator.rotation import Rotator, worker_threads
 from rotator.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Daemon:
             timezone=UTC,
             executors={
                 "default": ThreadPoolExecutor(2),
-                "exchange": ThreadPoolExecutor(config.exchange.max_workers),
+                "exchange": ThreadPoolExecutor(worker_threads(config)),
             },
             job_defaults={"coalesce": True, "misfire_grace_time": None},
         )

@@ -82,7 +82,10 @@ class Watchdog:
                     target=self._run, name="http-deadlines", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            if self._heap[0][2] is deadline:
+                # The soonest now: the thread sleeps until a later one, wake it. Otherwise it
+                # wakes in time anyway, and a wake-up per request would cost a thread switch.
+                self._wake.notify()
         token = _CURRENT.set(deadline)
         try:
             yield deadline

@@ -24,6 +24,7 @@ import os
 import random
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from rotator import policy, records
 from rotator.config import Config
 from rotator.errors import (
     ApiTokenRejected,
+    IdPUnavailable,
     RateLimited,
     RotatorError,
     SourceError,
@@ -70,6 +72,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Threads per exchange slot: while `max_workers` tokens are at the IdP, as many more read and
+# write Vault, so the exchanges never wait for Vault round trips and the slots stay busy.
+THREADS_PER_SLOT = 2
+
+
+def worker_threads(config: Config) -> int:
+    """How many tokens are worked on at once (`max_workers` of them at the IdP)."""
+    return THREADS_PER_SLOT * config.exchange.max_workers
+
+
 def new_instance_id() -> str:
     """Names this process in per-token claims; unique per process, stable for its life."""
     return f"{key_safe(socket.gethostname())}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -88,10 +100,12 @@ class Rotator:
         jitter: Callable[[], float] = random.random,
         on_exchange: Callable[[str, str, float], None] | None = None,
         instance_id: str | None = None,
+        exchange_slots: threading.BoundedSemaphore | None = None,
     ) -> None:
-        """`memory` is handed over from the rotator this one replaces (a reload).
-        `on_exchange(name, result, seconds)` is called after every request to the IdP; `result`
-        is "success" or a `FailureKind`."""
+        """`memory` and `exchange_slots` are handed over from the rotator this one replaces (a
+        reload). `on_exchange(name, result, seconds)` is called after every request to the
+        IdP; `result` is "success" or a `FailureKind`. `exchange_slots` bounds exchanges in
+        flight to `max_workers`, however many threads work on tokens (`worker_threads`)."""
         self.config = config
         self.rules = Rules.from_config(config)
         self.store = store
@@ -100,6 +114,14 @@ class Rotator:
         self.on_exchange = on_exchange
         self.instance_id = instance_id or new_instance_id()
         self.team = Team(self.instance_id)  # until the registry says more: claim everything
+        self.exchange_slots = exchange_slots or threading.BoundedSemaphore(
+            config.exchange.max_workers
+        )
+        # A slot is waited for at most this long, so that a claimed exchange still ends within
+        # the claim's lease: the wait, then the exchange's own deadline (2 x timeout).
+        self._slot_wait = (
+            self.rules.claim_lease.total_seconds() - 2 * (config.exchange.timeout_seconds) - 5
+        )
         self._clock = clock
         self._jitter = jitter
 
@@ -234,7 +256,7 @@ class Rotator:
         source, name = facts.source, facts.name
         started = time.monotonic()
         try:
-            token = self.exchanger.exchange(source)
+            token = self._exchange_in_a_slot(source)
         except RotatorError as exc:
             self._exchanged(name, exc.kind, started)
             if isinstance(exc, ApiTokenRejected):
@@ -272,6 +294,18 @@ class Rotator:
         if outcome.state is State.REFRESHED and plan.issuances is not None:
             outcome = replace(outcome, issuances_last_hour=plan.issuances + 1)  # this one too
         return outcome
+
+    def _exchange_in_a_slot(self, source: Source) -> AccessToken:
+        """The exchange, in one of the `max_workers` slots."""
+        if not self.exchange_slots.acquire(timeout=self._slot_wait):
+            raise IdPUnavailable(
+                f"no exchange slot for {source.name!r} within {self._slot_wait:g} s: "
+                "every one is held by a slow exchange"
+            )
+        try:
+            return self.exchanger.exchange(source)
+        finally:
+            self.exchange_slots.release()
 
     def _source_moved(self, name: str, listed_version: int) -> bool:
         """Whether the source has a newer version than the one listed (and so exchanged); the
@@ -441,10 +475,11 @@ class Rotator:
     def run_cycle(
         self, names: Iterable[str] | None = None, *, force: bool = False
     ) -> list[Outcome]:
-        """Rotate `names` (default: everything discovered), at most `max_workers` at once.
-        Returns one outcome per token, in name order. Raises VaultError only from discovery."""
+        """Rotate `names` (default: everything discovered), `worker_threads` at once, at most
+        `max_workers` of them at the IdP. Returns one outcome per token, in name order. Raises
+        VaultError only from discovery."""
         todo = sorted(set(self.discover() if names is None else names))
-        workers = max(1, min(self.config.exchange.max_workers, len(todo)))
+        workers = max(1, min(worker_threads(self.config), len(todo)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
             return list(pool.map(lambda n: self.rotate_one(n, force=force), todo))
 

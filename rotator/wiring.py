@@ -11,7 +11,7 @@ from rotator.config import Config
 from rotator.exchange import TokenExchanger
 from rotator.mtm import MtmClient
 from rotator.replacement import ApiTokens
-from rotator.rotation import Rotator
+from rotator.rotation import Rotator, worker_threads
 from rotator.vault import VaultStore
 
 
@@ -22,7 +22,7 @@ def build_rotator(config: Config, previous: Rotator | None = None) -> Rotator:
     tokens), exchange hook and instance id, so a reload neither forgets a backoff nor re-issues
     a token it holds."""
     workers = config.exchange.max_workers
-    store = VaultStore.connect(config.vault, pool_size=workers + 2)
+    store = VaultStore.connect(config.vault, pool_size=worker_threads(config) + 2)
     exchanger = TokenExchanger(
         config.exchange.allowed_hosts,
         config.exchange.insecure_http_hosts,
@@ -38,6 +38,7 @@ def build_rotator(config: Config, previous: Rotator | None = None) -> Rotator:
         memory=previous.memory,
         on_exchange=previous.on_exchange,
         instance_id=previous.instance_id,
+        exchange_slots=previous.exchange_slots,  # max_workers changes only with a restart
     )
 
 
