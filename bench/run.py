@@ -965,7 +965,7 @@ def steady_window(
     fixed = {route: count for route, count in counts.items() if not is_token_route(route)}
     checks = instances * seconds / options.steady_interval
     total, token_total, fixed_total = sum(counts.values()), sum(token.values()), sum(fixed.values())
-    groups = bursts(records, options.steady_quiet / 2)
+    groups = bursts(records, options.steady_quiet)
     distinct = [len({r.api_token_fingerprint for r in group}) for group in groups]
     return {
         "window_seconds": seconds,
@@ -1054,7 +1054,7 @@ def measure_steady(rig: Rig, instances: int) -> dict[str, Any]:
             result["window"] = steady_window(
                 options, instances, start, end, records[start.issued : end.issued]
             )
-    groups = bursts(records, options.steady_quiet / 2)
+    groups = bursts(records, options.steady_quiet)
     result["issued_total"] = len(records)
     result["generations_total"] = len(groups)
     result["double_issued_whole_run"] = double_issued(groups)

@@ -7,8 +7,8 @@ Jobs:
   token if due and re-adds itself for the time the policy names, so every token is acted on at its
   own time rather than at the next sweep;
 - `discover` every `discovery_interval_seconds`: new tokens get a job at once, removed ones lose it;
-- `check` every `check_interval_seconds` (and right after start): probes Vault, announces this
-  instance in the registry and reads the others' announcements (`peers.py`), lists every
+- `check` every `check_interval_seconds` (and right after start): probes Vault, reads the other
+  instances' announcements in the registry and announces this one (`peers.py`), lists every
   output's metadata and every source's version (one request each where OpenBao's detailed
   listing is there, else a metadata read per output), pulls a token's job forward when its
   output changed under it, disappeared or expired, reschedules it by another instance's new
@@ -122,7 +122,7 @@ class Daemon:
         """Discover tokens and start the scheduler. Raises VaultError if the first discovery
         fails (the caller exits 3), so a daemon never runs blind."""
         names = self.rotator.discover()
-        self._meet_peers(newcomer=True)
+        self._meet_peers(starting=True)
         schedule = self.rotator.config.schedule
         self._scheduler.start()
         self._scheduler.add_job(
@@ -335,7 +335,7 @@ class Daemon:
                 self._wake_token_job()  # refused (revoked, expired): log in again now
             return False
         self.monitor.vault_health(True, ttl)
-        self._meet_peers(newcomer=False)
+        self._meet_peers(starting=False)
         now = self._clock()
         if self._vault_was_down:
             # Vault is back: the backoff its outage caused is over, so every failing token is
@@ -428,37 +428,55 @@ class Daemon:
         logger.debug("token %s: version %d stored elsewhere", name, metadata.current_version)
         self._schedule(name, min(when, lifecycle_at) if lifecycle_at is not None else when)
 
-    def _meet_peers(self, *, newcomer: bool) -> None:
-        """Announce this instance in the registry and learn who else is live (`peers.py`). A
-        newcomer that finds others waits one lease before refreshing. If the registry cannot
-        be used (Vault, an older policy), every refresh claims, as if others were live."""
+    def _meet_peers(self, *, starting: bool) -> None:
+        """Learn who else is live and announce this instance in the registry, naming the
+        instances it knows of (`peers.py`). While a live one does not know of this instance
+        yet, this one refreshes nothing (`Team.met`). If the registry cannot be used (Vault, an
+        older policy), every refresh claims, as if others were live."""
         rotator = self.rotator
         store, team, now = rotator.store, rotator.team, self._clock()
         interval = rotator.config.schedule.check_interval_seconds
         try:
-            store.announce_instance(team.me, peers.announcement(now, interval))
-            self._registered = True
+            if starting:
+                # Before the listing: of two instances starting at once, the later to announce
+                # then finds the earlier one.
+                store.announce_instance(team.me, peers.announcement(now, interval))
+                self._registered = True
             found = peers.live_peers(store.list_instances(), team.me, now)
+            known = [peer.instance for peer in found]
+            store.announce_instance(team.me, peers.announcement(now, interval, known))
+            self._registered = True
         except VaultError as exc:
-            if team.others is not None or newcomer:
+            if team.others is not None or starting:
                 logger.warning("instance registry: %s; claiming every refresh", exc)
             rotator.team = replace(team, others=None)
             return
-        others = tuple(peer.instance for peer in found)
-        if others != team.others:
+        met = team.met(found, now, peers.deference(interval))
+        rotator.team = met
+        if met.others != team.others:
             logger.info(
                 "instance registry: %s",
-                f"{len(others)} other instances live" if others else "alone",
+                f"{len(met.others or ())} other instances live" if met.others else "alone",
             )
-        wait_until = peers.newcomer_wait(found, now) if newcomer else team.wait_until
-        if newcomer and wait_until is not None:
+        if met.wait_until is not None and met.wait_until != team.wait_until:
             logger.info(
-                "other instances are live; refreshing nothing before %s",
-                wait_until.isoformat(timespec="seconds"),
+                "%d other instances do not know of this one yet; refreshing nothing before %s",
+                len(peers.unaware(found, team.me)),
+                met.wait_until.isoformat(timespec="seconds"),
             )
-        rotator.team = replace(
-            team, others=others, wait_until=wait_until, defer=peers.deference(interval)
-        )
+        elif met.wait_until is None and team.wait_until is not None and team.wait_until > now:
+            logger.info(
+                "every other instance knows of this one as of %s; refreshing as planned",
+                now.isoformat(timespec="milliseconds"),
+            )
+            with self._lock:
+                held = [
+                    name
+                    for name, outcome in self.last_outcomes.items()
+                    if outcome.reason is Reason.NEWCOMER and name not in self._in_flight
+                ]
+            for name in held:
+                self._look_soon(name, now)
 
     def _status_line(self, names: list[str]) -> str:
         with self._lock:

@@ -215,7 +215,8 @@ def plan_token(facts: TokenFacts, rules: Rules) -> Plan:
         reason = decision.reason
     waited = _newcomer_waits_until(facts, decision.reason, output.trusted, rules)
     if waited is not None:
-        return _report(Reason.NEWCOMER, State.FRESH, at=waited, token=output.trusted)
+        state = _healthy_if_valid(output, now)
+        return _report(Reason.NEWCOMER, state, at=waited, token=output.trusted)
     held = facts.held
     if held is not None and not facts.force and _is_fresh(facts, held, rules):
         return Plan(Step.WRITE_HELD, reason, token=held)
@@ -407,12 +408,15 @@ def _cap_history(
 def _newcomer_waits_until(
     facts: TokenFacts, reason: Reason, token: AccessToken | None, rules: Rules
 ) -> datetime | None:
-    """Until when a newcomer holds a due refresh back: its wait, but never past a third of the
-    time between the refresh time and the expiry (sooner than the others' deference, which may
-    reach half of it: the token's preferred instance still goes first). A missing, expired or
-    otherwise broken output is never held back (check-and-set and the claim keep one write)."""
-    if facts.wait_until is None or facts.force or reason is not Reason.DUE or token is None:
+    """Until when a newcomer holds a refresh back (`peers.Team.met`): its wait. A routine one
+    never past a third of the time between the refresh time and the expiry (sooner than the
+    others' deference, which may reach half of it: the token's preferred instance still goes
+    first). Anything else (a missing, expired or broken output, a new API token) waits for it
+    in full: the instance already running, which may not claim yet, acts on it meanwhile."""
+    if facts.wait_until is None or facts.force or facts.now >= facts.wait_until:
         return None
+    if reason is not Reason.DUE or token is None:
+        return facts.wait_until
     due = _decide(replace(facts, now=token.issued_at, failure=None), token, True, rules).at
     until = min(facts.wait_until, due + (token.expires_at - due) / 3)
     return until if facts.now < until else None

@@ -17,6 +17,8 @@ from rotator.peers import (
     live_peers,
     newcomer_wait,
     preferred,
+    tag,
+    unaware,
 )
 from rotator.records import OutputMetadata
 from rotator.tokens import format_time
@@ -29,7 +31,17 @@ def test_an_announcement_lasts_two_checks_and_some_slack() -> None:
     assert announcement(T0, 60) == {
         "until": "2026-12-01T12:02:10Z",
         "check_interval_seconds": "60",
+        "knows": "-",
     }
+
+
+def test_an_announcement_names_whom_its_author_knows_of_as_far_as_vault_takes() -> None:
+    known = announcement(T0, 60, ["b", "a", "a"])["knows"]
+    crowd = announcement(T0, 60, [f"host-{index}" for index in range(80)])["knows"]
+
+    assert known == ",".join(sorted({tag("a"), tag("b")}))
+    assert len(tag("a")) == 8 and tag("a") != tag("b")
+    assert len(crowd.encode()) <= 512 and len(crowd.split(",")) == 57
 
 
 def test_live_peers_are_the_others_whose_lease_has_not_ended() -> None:
@@ -63,11 +75,56 @@ def test_unreadable_or_impossible_announcements_do_not_count() -> None:
     assert live_peers(announcements, "me", T0) == ()
 
 
-def test_a_newcomer_waits_one_lease_of_the_slowest_peer_or_not_at_all() -> None:
-    peers = (Peer("a", T0, 10.0), Peer("b", T0, 60.0))
+def test_a_peer_knows_of_the_instances_its_announcement_names() -> None:
+    announcements = {
+        "b": announcement(T0, 60, ["me"]),
+        "c": announcement(T0, 60, ["b"]),
+        "d": {**announcement(T0, 60), "knows": ""},
+    }
 
-    assert newcomer_wait(peers, T0) == T0 + lease(60)
-    assert newcomer_wait((), T0) is None
+    found = live_peers(announcements, "me", T0)
+
+    assert [peer.knows_of("me") for peer in found] == [True, False, False]
+    assert unaware(found, "me") == found[1:]
+    assert found[2].knows == frozenset()
+
+
+def test_a_newcomer_waits_one_lease_of_the_slowest_unknowing_peer_or_not_at_all() -> None:
+    knowing = Peer("k", T0, 300.0, frozenset({tag("me")}))
+    peers = (Peer("a", T0, 10.0), Peer("b", T0, 60.0), knowing)
+
+    assert newcomer_wait(peers, "me", T0) == T0 + lease(60)
+    assert newcomer_wait((knowing,), "me", T0) is None
+    assert newcomer_wait((), "me", T0) is None
+
+
+def test_a_team_waits_for_a_peer_that_does_not_know_of_it_until_it_does() -> None:
+    stranger = Peer("a", T0, 60.0)
+    team = Team("me", others=None).met([stranger], T0, deference(60))
+
+    assert team.others == ("a",) and team.wait_until == T0 + lease(60)
+    assert team.defer == deference(60) and team.waited_for == {"a"}
+    # Still unknown a check later: the wait stands, not extended.
+    later = team.met([stranger], T0 + timedelta(seconds=60), deference(60))
+    assert later.wait_until == T0 + lease(60)
+    # Known: the wait is over at once.
+    aware = Peer("a", T0, 60.0, frozenset({tag("me")}))
+    assert team.met([aware], T0 + timedelta(seconds=61), deference(60)).wait_until is None
+
+
+def test_a_team_waits_for_each_peer_once_and_at_most_one_lease() -> None:
+    stranger = Peer("a", T0, 60.0)
+    team = Team("me").met([stranger], T0, deference(60))
+    after = T0 + lease(60) + timedelta(seconds=1)
+
+    lapsed = team.met([stranger], after, deference(60))
+    assert lapsed.wait_until is None  # waited for `a` once: no second wait
+    # A new stranger extends a running wait, or starts one.
+    other = Peer("b", T0, 120.0)
+    extended = team.met([stranger, other], T0 + timedelta(seconds=5), deference(60))
+    assert extended.wait_until == T0 + timedelta(seconds=5) + lease(120)
+    assert lapsed.met([stranger, other], after, deference(60)).wait_until == after + lease(120)
+    assert extended.waited_for == {"a", "b"}
 
 
 def test_every_instance_agrees_on_the_preferred_one_and_tokens_spread() -> None:

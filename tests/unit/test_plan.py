@@ -312,11 +312,22 @@ def test_a_newcomer_never_waits_past_a_third_of_the_time_left_after_the_refresh_
     assert plan(now=limit, wait_until=T0 + 2 * HOUR).step is Step.CLAIM
 
 
-def test_a_newcomer_never_holds_back_a_missing_or_expired_token() -> None:
+def test_a_newcomer_holds_a_missing_or_expired_token_back_for_its_whole_wait() -> None:
+    """The instance already running may not claim yet: it refreshes those meanwhile."""
     later = T0 + 3 * HOUR
 
-    assert plan(output=OutputView(), wait_until=later).step is Step.CLAIM
-    assert plan(now=T0 + 2 * HOUR, wait_until=later).step is Step.CLAIM
+    missing = plan(output=OutputView(), wait_until=later)
+    expired = plan(now=T0 + 2 * HOUR, wait_until=later)
+
+    assert (missing.step, missing.reason, missing.state, missing.at) == (
+        Step.REPORT,
+        Reason.NEWCOMER,
+        State.FAILING,  # consumers have no valid token meanwhile
+        later,
+    )
+    assert (expired.reason, expired.state, expired.at) == (Reason.NEWCOMER, State.FAILING, later)
+    assert plan(output=OutputView(), wait_until=later, force=True).step is Step.CLAIM
+    assert plan(output=OutputView(), now=later, wait_until=later).step is Step.CLAIM
 
 
 def test_a_fresh_token_is_not_held_up_by_a_newcomers_wait() -> None:
