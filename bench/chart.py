@@ -30,6 +30,8 @@ SERIES = (
     ("limit_seconds", "limit: ceil(N/W) x latency", "#555555", "--"),
 )
 WIDTH_INCHES, HEIGHT_INCHES, DPI = 9.6, 6.0, 100  # 960 x 600 pixels
+LABEL_GAP = 0.035  # least distance between two end labels, as a share of the highest value
+LABEL_SHIFT = 0.012  # end labels' distance right of their point, as a share of the largest N
 
 
 def draw(
@@ -41,18 +43,23 @@ def draw(
     figure = Figure(figsize=(WIDTH_INCHES, HEIGHT_INCHES), dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.subplots()
+    ends: list[tuple[float, float, str]] = []  # (x, y, colour) of each series' last point
     for key, label, colour, style in SERIES:
         points = [(n, by_size[n][key]) for n in sizes if by_size[n].get(key) is not None]
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
         axes.plot(xs, ys, style, color=colour, marker="o", linewidth=2, label=label)
-        last_x, last_y = points[-1]
+        ends.append((points[-1][0], points[-1][1], colour))
+    # Label each series' last point; labels of close values are pushed apart, upwards.
+    gap = LABEL_GAP * max((y for _, y, _ in ends), default=1)
+    placed = -gap
+    for x, y, colour in sorted(ends, key=lambda end: end[1]):
+        placed = max(y, placed + gap)
         axes.annotate(
-            f"{last_y:.2f} s",
-            (last_x, last_y),
-            textcoords="offset points",
-            xytext=(6, 0),
+            f"{y:.2f} s",
+            (x, y),
+            xytext=(x + LABEL_SHIFT * max(sizes), placed),
             va="center",
             color=colour,
         )
