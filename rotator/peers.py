@@ -13,8 +13,10 @@ lease, and reads the others' announcements at the same time. What follows from t
   every instance its author knows of (`knows`, `tag`); the newcomer waits until every live
   peer's announcement lists it (`unaware`), and never longer than one lease of the slowest of
   them (`newcomer_wait`), by when each has run a check since. Two instances starting at once:
-  the later announcer sees the earlier one, so at least one of them waits, and neither waits
-  longer than the other's next check. The wait holds back a routine refresh never past a third
+  the later announcer sees the earlier one, so at least one of them waits; a wait normally
+  ends after the other's next check and its own. (A newcomer's first announcement, written
+  before it has listed anyone, names nobody: a peer that lists the registry in that instant
+  waits too, until its next check.) The wait holds back a routine refresh never past a third
   of the time between its refresh time and its expiry (`plan.py`); a missing or expired
   output waits for it in full (the instance that is already running refreshes it meanwhile).
 - **One preferred instance per token** (`preferred`, rendezvous hashing over the live ids):
