@@ -943,6 +943,22 @@ def bursts(records: list[Any], gap: float) -> list[list[Any]]:
     return groups
 
 
+def per_instance(logs: list[Path]) -> list[dict[str, int]]:
+    """What each daemon's log says it did: tokens stored, claims found taken, warnings, errors."""
+    counted = []
+    for path in logs:
+        text = path.read_text(errors="replace")
+        counted.append(
+            {
+                "stored": len(STORED.findall(text)),
+                "claimed_elsewhere": len(CLAIMED_ELSEWHERE.findall(text)),
+                "warnings": text.count(" WARNING "),
+                "errors": text.count(" ERROR "),
+            }
+        )
+    return counted
+
+
 def double_issued(groups: list[list[Any]]) -> int:
     """Issuances beyond one per token and generation (burst)."""
     return sum(len(group) - len({r.api_token_fingerprint for r in group}) for group in groups)
@@ -1058,18 +1074,7 @@ def measure_steady(rig: Rig, instances: int) -> dict[str, Any]:
     result["issued_total"] = len(records)
     result["generations_total"] = len(groups)
     result["double_issued_whole_run"] = double_issued(groups)
-    per_instance = []
-    for path in logs:
-        text = path.read_text(errors="replace")
-        per_instance.append(
-            {
-                "stored": len(STORED.findall(text)),
-                "claimed_elsewhere": len(CLAIMED_ELSEWHERE.findall(text)),
-                "warnings": text.count(" WARNING "),
-                "errors": text.count(" ERROR "),
-            }
-        )
-    result["per_instance"] = per_instance
+    result["per_instance"] = per_instance(logs)
     return result
 
 
@@ -1097,18 +1102,7 @@ def measure_scale_out(rig: Rig, n: int, instances: int = 2) -> dict[str, Any]:
         result["distinct_tokens_issued"] = len({record.api_token_fingerprint for record in issued})
         result["max_in_flight"] = rig.idp.max_in_flight
         result["cpu_seconds"] = [proc_cpu_seconds(process.pid) for process in ps]
-    per_instance = []
-    for path in logs:
-        text = path.read_text(errors="replace")
-        per_instance.append(
-            {
-                "stored": len(STORED.findall(text)),
-                "claimed_elsewhere": len(CLAIMED_ELSEWHERE.findall(text)),
-                "warnings": text.count(" WARNING "),
-                "errors": text.count(" ERROR "),
-            }
-        )
-    result["per_instance"] = per_instance
+    result["per_instance"] = per_instance(logs)
     result["double_issued"] = result["issued_total"] - result["distinct_tokens_issued"]
     return result
 
